@@ -1,0 +1,5 @@
+import sys
+
+from linevision.cli import main
+
+sys.exit(main())

@@ -1,0 +1,221 @@
+"""The configuration file: frozen pydantic models, no I/O beyond parsing the text."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DeviceSelector(_Model):
+    """Which physical device a camera entry means. Empty selects the first device found."""
+
+    serial: str | None = None
+    user_id: str | None = None
+
+    @model_validator(mode="after")
+    def _one_key(self) -> DeviceSelector:
+        if self.serial is not None and self.user_id is not None:
+            msg = "give either serial or user_id, not both"
+            raise ValueError(msg)
+        return self
+
+
+class Roi(_Model):
+    width: int = Field(gt=0, le=32768)
+    height: int = Field(gt=0, le=32768)
+    offset_x: int = Field(default=0, ge=0)
+    offset_y: int = Field(default=0, ge=0)
+
+
+class Trigger(_Model):
+    """How frames are started.
+
+    ``off``: free run, one frame is one cell. ``hardware``: the line (PLC, encoder) triggers
+    on ``source``. ``software``: the worker fires a software trigger at ``rate_hz`` (line
+    simulation and tests); the trigger count is the cell id.
+    """
+
+    mode: Literal["off", "hardware", "software"] = "off"
+    source: str = "Line1"
+    rate_hz: float = Field(default=10.0, gt=0, le=1000)
+
+
+class _CameraBase(_Model):
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    pixel_format: Literal["Mono8", "BGR8", "RGB8"] = "Mono8"
+    roi: Roi | None = None
+    trigger: Trigger = Trigger()
+    exposure_us: float | None = Field(default=None, gt=0)
+    grab_timeout_ms: int = Field(default=1000, gt=0, le=60000)
+    reconnect_min_s: float = Field(default=0.5, gt=0)
+    reconnect_max_s: float = Field(default=10.0, gt=0)
+
+
+class PylonEmulation(_Model):
+    """Basler Camera Emulation: serve image files instead of the test pattern."""
+
+    image_path: Path
+    frame_period_us: float = Field(default=10000.0, gt=0)
+
+
+class PylonCamera(_CameraBase):
+    backend: Literal["pylon"]
+    device: DeviceSelector = DeviceSelector()
+    max_buffers: int = Field(default=8, ge=1, le=256)
+    emulation: PylonEmulation | None = None
+
+
+class HarvestersCamera(_CameraBase):
+    backend: Literal["harvesters"]
+    device: DeviceSelector = DeviceSelector()
+    cti: Path
+    frame_rate_hz: float | None = Field(default=None, gt=0)
+
+
+class ReplayCamera(_CameraBase):
+    backend: Literal["replay"]
+    path: Path
+    rate_hz: float = Field(default=10.0, gt=0, le=10000)
+    loop: bool = True
+
+
+CameraConfig = Annotated[
+    PylonCamera | HarvestersCamera | ReplayCamera, Field(discriminator="backend")
+]
+
+
+class DecisionRule(_Model):
+    """A classifier's output -> OK/NG.
+
+    OK when the top label is in ``ok_labels`` and its probability is at least ``min_ok_score``;
+    otherwise NG with reason ``defect``.
+    """
+
+    ok_labels: tuple[str, ...] = ("Normal",)
+    min_ok_score: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class StationConfig(_Model):
+    name: str = Field(min_length=1, pattern=r"^[a-z0-9_]+$")
+    type: Literal["pole_piece"]
+    cameras: tuple[str, ...] = Field(min_length=1)
+    model: Path
+    decision: DecisionRule = DecisionRule()
+    deadline_ms: float = Field(default=30.0, gt=0, le=60000)
+    queue_size: int = Field(default=8, ge=1, le=1024)
+
+
+class BusConfig(_Model):
+    publish: str = "tcp://127.0.0.1:5556"
+    heartbeat_s: float = Field(default=1.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _loopback_only(self) -> BusConfig:
+        if not is_loopback_endpoint(self.publish):
+            msg = f"{self.publish!r} is not a loopback endpoint; without CURVE keys only 127.0.0.1 is allowed"
+            raise ValueError(msg)
+        return self
+
+
+class InferenceConfig(_Model):
+    intra_op_threads: int = Field(default=1, ge=1, le=256)
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+
+
+class LoggingConfig(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Config(_Model):
+    cameras: tuple[CameraConfig, ...] = Field(min_length=1)
+    stations: tuple[StationConfig, ...] = Field(min_length=1)
+    bus: BusConfig = BusConfig()
+    inference: InferenceConfig = InferenceConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Config:
+        ids = [c.id for c in self.cameras]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            msg = f"camera ids must be unique, repeated: {', '.join(dup)}"
+            raise ValueError(msg)
+        names = [s.name for s in self.stations]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            msg = f"station names must be unique, repeated: {', '.join(dup)}"
+            raise ValueError(msg)
+        used: dict[str, str] = {}
+        for station in self.stations:
+            for cam in station.cameras:
+                if cam not in ids:
+                    msg = f"station {station.name!r} names unknown camera {cam!r}"
+                    raise ValueError(msg)
+                if cam in used:
+                    msg = f"camera {cam!r} is used by stations {used[cam]!r} and {station.name!r}"
+                    raise ValueError(msg)
+                used[cam] = station.name
+        return self
+
+    def camera(self, camera_id: str) -> CameraConfig:
+        return next(c for c in self.cameras if c.id == camera_id)
+
+
+def is_loopback_endpoint(endpoint: str) -> bool:
+    """True for ``inproc://``, ``ipc://`` and TCP endpoints on a loopback address.
+
+    >>> is_loopback_endpoint("tcp://127.0.0.1:5556")
+    True
+    >>> is_loopback_endpoint("tcp://0.0.0.0:5556")
+    False
+    """
+    parts = urlsplit(endpoint)
+    if parts.scheme in {"inproc", "ipc"}:
+        return True
+    if parts.scheme != "tcp" or parts.hostname is None:
+        return False
+    if parts.hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:
+        return False
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names each bad field."""
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """One line per problem: ``stations.0.deadline_ms: Input should be greater than 0``."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"{loc}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        msg = f"{source}: not valid YAML: {exc}"
+        raise ConfigError(msg) from exc
+    if not isinstance(data, dict):
+        msg = f"{source}: the top level must be a mapping"
+        raise ConfigError(msg)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        msg = f"{source}: invalid configuration\n{format_validation_error(exc)}"
+        raise ConfigError(msg) from exc

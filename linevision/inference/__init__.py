@@ -1,0 +1,1 @@
+"""onnxruntime sessions, model manifests and per-kind pre/post-processing."""

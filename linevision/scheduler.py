@@ -1,0 +1,256 @@
+"""Routing frames to stations, deadlines, back-pressure and the fail-safe NG.
+
+Every cell that enters gets exactly one verdict:
+- a frame is registered with the :class:`CellArbiter` the moment it arrives, with its deadline;
+- the station's result resolves it if it comes in time;
+- otherwise the arbiter's deadline thread publishes NG ``timeout``; a late result is counted
+  and logged, never published as a second verdict;
+- a full station queue makes the cell NG ``overload`` at once (the camera thread never blocks);
+- a frame fault (bad buffer, lost camera) makes the cell NG with that reason.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import queue
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from linevision.inference.classifier import PreprocessError
+from linevision.log import get_logger
+from linevision.types import Decision, Frame, FrameFault, ModelRef, Verdict
+
+log = get_logger(__name__)
+
+_DECIDED_MEMORY = 50_000
+
+
+@dataclass(slots=True)
+class _Pending:
+    station: str
+    cell_id: int
+    t_frame_ns: int
+    t_frame_mono_ns: int
+    deadline_mono_ns: int
+    model: ModelRef | None
+
+
+class CellArbiter:
+    """Decides which result becomes a cell's one verdict."""
+
+    def __init__(self, publish: Callable[[Verdict], None]) -> None:
+        self._publish = publish
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._pending: dict[tuple[str, int], _Pending] = {}
+        self._decided: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._heap: list[tuple[int, int, tuple[str, int]]] = []
+        self._tie = itertools.count()
+        self._stopping = False
+        self.counters: Counter[str] = Counter()
+        self._thread = threading.Thread(target=self._deadline_loop, name="deadlines", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def expect(self, frame: Frame, station: str, deadline_ms: float, model: ModelRef | None) -> bool:
+        """Register a cell; False if this cell already has (or awaits) a verdict."""
+        key = (station, frame.cell_id)
+        deadline = frame.t_mono_ns + int(deadline_ms * 1e6)
+        with self._lock:
+            if key in self._pending or key in self._decided:
+                self.counters["duplicate_cell"] += 1
+                log.warning("duplicate_cell", station=station, cell_id=frame.cell_id)
+                return False
+            self._pending[key] = _Pending(
+                station, frame.cell_id, frame.t_wall_ns, frame.t_mono_ns, deadline, model
+            )
+            heapq.heappush(self._heap, (deadline, next(self._tie), key))
+            self._wake.notify()
+        return True
+
+    def is_pending(self, station: str, cell_id: int) -> bool:
+        with self._lock:
+            return (station, cell_id) in self._pending
+
+    def resolve(self, station: str, cell_id: int, decision: Decision) -> bool:
+        """The station's result for a registered cell; False (and counted) when late."""
+        with self._lock:
+            p = self._pending.pop((station, cell_id), None)
+            if p is None:
+                self.counters["late_result"] += 1
+                late = True
+            else:
+                self._remember((station, cell_id))
+                late = False
+        if late:
+            log.warning("late_result", station=station, cell_id=cell_id, verdict=decision.verdict)
+            return False
+        self._emit(p, decision)
+        return True
+
+    def fault(self, station: str, fault: FrameFault, model: ModelRef | None) -> bool:
+        """A cell that could not be inspected: NG with the fault's reason, unless already decided."""
+        key = (station, fault.cell_id)
+        with self._lock:
+            p = self._pending.pop(key, None)
+            if p is None:
+                if key in self._decided:
+                    self.counters["late_result"] += 1
+                    return False
+                p = _Pending(station, fault.cell_id, fault.t_wall_ns, fault.t_mono_ns, 0, model)
+            self._remember(key)
+        self._emit(p, Decision.fault(fault.reason, fault.detail, model))
+        return True
+
+    def flush(self, reason: str = "timeout") -> int:
+        """Publish every pending cell as NG now (shutdown); returns how many."""
+        with self._lock:
+            items = list(self._pending.values())
+            self._pending.clear()
+            for p in items:
+                self._remember((p.station, p.cell_id))
+        for p in items:
+            self._emit(p, Decision.fault("timeout", f"shutdown:{reason}", p.model))
+        return len(items)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._wake.notify()
+        if self._thread.is_alive():
+            self._thread.join(2.0)
+
+    def pending_count(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def _remember(self, key: tuple[str, int]) -> None:
+        self._decided[key] = None
+        if len(self._decided) > _DECIDED_MEMORY:
+            self._decided.popitem(last=False)
+
+    def _emit(self, p: _Pending, decision: Decision) -> None:
+        self.counters[f"{decision.verdict}:{decision.reason}"] += 1
+        self._publish(
+            Verdict(
+                station=p.station,
+                cell_id=p.cell_id,
+                decision=decision,
+                t_frame_ns=p.t_frame_ns,
+                t_frame_mono_ns=p.t_frame_mono_ns,
+            )
+        )
+
+    def _deadline_loop(self) -> None:
+        while True:
+            expired: list[_Pending] = []
+            with self._lock:
+                while not self._stopping:
+                    now = time.monotonic_ns()
+                    while self._heap and self._heap[0][0] <= now:
+                        _, _, key = heapq.heappop(self._heap)
+                        p = self._pending.pop(key, None)
+                        if p is not None:
+                            self._remember(key)
+                            expired.append(p)
+                    if expired:
+                        break
+                    wait = (self._heap[0][0] - now) / 1e9 if self._heap else 0.5
+                    self._wake.wait(timeout=min(wait, 0.5))
+                if self._stopping and not expired:
+                    return
+            for p in expired:
+                self.counters["deadline_missed"] += 1
+                log.warning("deadline_missed", station=p.station, cell_id=p.cell_id)
+                self._emit(p, Decision.fault("timeout", "deadline", p.model))
+
+
+class Station(Protocol):
+    name: str
+    kind: str
+
+    def inspect(self, frame: Frame) -> Decision: ...
+
+
+class StationWorker:
+    """A bounded queue and a thread that runs one station's model on its frames."""
+
+    def __init__(
+        self,
+        station: Station,
+        arbiter: CellArbiter,
+        deadline_ms: float,
+        queue_size: int,
+        model: ModelRef | None,
+    ) -> None:
+        self.station = station
+        self.arbiter = arbiter
+        self.deadline_ms = deadline_ms
+        self.model = model
+        self._queue: queue.Queue[Frame | None] = queue.Queue(maxsize=queue_size)
+        self.counters: Counter[str] = Counter()
+        self.last_loop_mono = time.monotonic()
+        self._thread = threading.Thread(target=self._loop, name=f"station-{station.name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, item: Frame | FrameFault) -> None:
+        """Called from acquisition threads; never blocks."""
+        name = self.station.name
+        if isinstance(item, FrameFault):
+            self.counters[f"fault_{item.reason}"] += 1
+            self.arbiter.fault(name, item, self.model)
+            return
+        self.counters["frames"] += 1
+        if not self.arbiter.expect(item, name, self.deadline_ms, self.model):
+            return
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self.counters["dropped"] += 1
+            log.warning("queue_full", station=name, cell_id=item.cell_id)
+            self.arbiter.resolve(name, item.cell_id, Decision.fault("overload", "queue_full", self.model))
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        try:
+            self._queue.put(None, timeout=timeout_s)
+        except queue.Full:
+            pass
+        self._thread.join(timeout_s)
+
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    def _loop(self) -> None:
+        name = self.station.name
+        while True:
+            try:
+                frame = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                self.last_loop_mono = time.monotonic()
+                continue
+            self.last_loop_mono = time.monotonic()
+            if frame is None:
+                return
+            if not self.arbiter.is_pending(name, frame.cell_id):
+                self.counters["expired_before_inference"] += 1
+                continue
+            try:
+                decision = self.station.inspect(frame)
+            except PreprocessError as exc:
+                self.counters["bad_frame"] += 1
+                log.warning("bad_frame", station=name, cell_id=frame.cell_id, error=str(exc))
+                decision = Decision.fault("bad_frame", str(exc)[:200], self.model)
+            except Exception as exc:
+                self.counters["model_error"] += 1
+                log.exception("model_error", station=name, cell_id=frame.cell_id, error=str(exc))
+                decision = Decision.fault("model_error", type(exc).__name__, self.model)
+            self.counters["inspected"] += 1
+            self.arbiter.resolve(name, frame.cell_id, decision)

@@ -1,0 +1,129 @@
+"""The supervisor: builds the pipeline from a Config, runs it, shuts it down in order."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from linevision.bus import VerdictPublisher
+from linevision.cameras import open_driver
+from linevision.cameras.worker import AcquisitionWorker
+from linevision.config import Config, StationConfig
+from linevision.inference.session import ModelSession, SessionOptions
+from linevision.log import get_logger
+from linevision.scheduler import CellArbiter, StationWorker
+from linevision.stations.pole_piece import PolePieceStation
+from linevision.types import Frame, FrameFault, Verdict
+
+log = get_logger(__name__)
+
+
+def resolve_model_dir(path: Path, models_root: Path | None) -> Path:
+    """A relative model path is looked up under ``models_root`` (default: as given)."""
+    if path.is_absolute() or models_root is None:
+        return path
+    return models_root / path
+
+
+@dataclass
+class Service:
+    config: Config
+    models_root: Path | None = None
+    on_verdict: Callable[[Verdict, int, float], None] | None = None
+    stations: dict[str, StationWorker] = field(default_factory=dict)
+    cameras: dict[str, AcquisitionWorker] = field(default_factory=dict)
+    ready: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.publisher = VerdictPublisher(
+            self.config.bus.publish,
+            heartbeat_s=self.config.bus.heartbeat_s,
+            state=self.state,
+            on_published=self.on_verdict,
+        )
+        self.arbiter = CellArbiter(self.publisher.publish)
+
+    def _build_station(self, sc: StationConfig) -> StationWorker:
+        opts = SessionOptions(
+            intra_op_threads=self.config.inference.intra_op_threads,
+            graph_optimization=self.config.inference.graph_optimization,
+        )
+        session = ModelSession(resolve_model_dir(sc.model, self.models_root), opts)
+        session.warm_up((1,))
+        station = PolePieceStation(sc.name, session, sc.decision)
+        return StationWorker(station, self.arbiter, sc.deadline_ms, sc.queue_size, session.ref)
+
+    def start(self) -> None:
+        """Load and warm every model, bind the bus, then open the cameras.
+
+        Models are loaded first so a bad model folder stops the start before any camera
+        or socket is opened.
+        """
+        for sc in self.config.stations:
+            self.stations[sc.name] = self._build_station(sc)
+        self.publisher.start()
+        self.arbiter.start()
+        for w in self.stations.values():
+            w.start()
+        for sc in self.config.stations:
+            worker = self.stations[sc.name]
+            for cam_id in sc.cameras:
+                cam_cfg = self.config.camera(cam_id)
+                self.cameras[cam_id] = AcquisitionWorker(
+                    cam_cfg, _driver_factory(cam_cfg), _sink(worker)
+                )
+        for cam in self.cameras.values():
+            cam.start()
+        self.ready.set()
+        log.info(
+            "service_started",
+            run_id=self.publisher.run_id,
+            stations=list(self.stations),
+            cameras=list(self.cameras),
+        )
+
+    def stop(self) -> None:
+        """Cameras first (no new cells), then drain stations, then the bus."""
+        t0 = time.monotonic()
+        for cam in self.cameras.values():
+            cam.stop()
+        for cam in self.cameras.values():
+            cam.join(3.0)
+        for w in self.stations.values():
+            w.stop()
+        flushed = self.arbiter.flush("shutdown")
+        self.arbiter.stop()
+        self.publisher.stop()
+        log.info(
+            "service_stopped",
+            flushed_cells=flushed,
+            last_seq=self.publisher.seq,
+            ms=round((time.monotonic() - t0) * 1000.0, 1),
+        )
+
+    def state(self) -> tuple[dict[str, dict[str, object]], dict[str, dict[str, object]]]:
+        stations: dict[str, dict[str, object]] = {
+            name: {
+                "queue": w.queue_depth(),
+                **{k: v for k, v in w.counters.items()},
+            }
+            for name, w in self.stations.items()
+        }
+        cameras: dict[str, dict[str, object]] = {
+            cam_id: cam.snapshot() for cam_id, cam in self.cameras.items()
+        }
+        return stations, cameras
+
+
+def _driver_factory(cfg: object) -> Callable[[], object]:
+    def make() -> object:
+        return open_driver(cfg)  # type: ignore[arg-type]
+
+    return make
+
+
+def _sink(worker: StationWorker) -> Callable[[Frame | FrameFault], None]:
+    return worker.submit

@@ -1,0 +1,1 @@
+"""Stations: frames of one cell -> one Decision."""
