@@ -11,7 +11,9 @@ from pathlib import Path
 from types import FrameType
 
 from linevision import __version__
-from linevision.config import Config, ConfigError, parse_config
+from pydantic import ValidationError
+
+from linevision.config import BusConfig, Config, ConfigError, format_validation_error, parse_config
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -57,6 +59,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if cfg is None:
         images = demo.ensure_pole_piece_images(demo.cache_dir() / "pole_piece")
         cfg = demo.demo_config(images)
+    if args.publish is not None:
+        try:
+            cfg = cfg.model_copy(update={"bus": BusConfig(publish=args.publish)})
+        except ValidationError as exc:
+            print(f"--publish: {format_validation_error(exc)}", file=sys.stderr)
+            return EXIT_CONFIG
     log.configure(cfg.logging.level, cfg.logging.format)
     logger.info("starting", version=__version__, demo=args.config is None, models=str(models_root))
 
@@ -72,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         service.start()
     except (ModelFileError, RuntimeError, ValueError) as exc:
-        logger.error("start_failed", error=str(exc))
+        logger.exception("start_failed", error=str(exc))
         print(f"linevision: {exc}", file=sys.stderr)
         service.stop()
         return EXIT_FAILURE
@@ -131,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the inspection daemon (no --config: embedded demo)")
     run.add_argument("--config", type=Path, default=None)
     run.add_argument("--models", type=Path, default=None, help="root of model folders")
+    run.add_argument("--publish", default=None, help="override bus.publish (verdict endpoint)")
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check-config", help="validate a configuration file")

@@ -11,6 +11,27 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
+def is_loopback_endpoint(endpoint: str) -> bool:
+    """True for ``inproc://``, ``ipc://`` and TCP endpoints on a loopback address.
+
+    >>> is_loopback_endpoint("tcp://127.0.0.1:5556")
+    True
+    >>> is_loopback_endpoint("tcp://0.0.0.0:5556")
+    False
+    """
+    parts = urlsplit(endpoint)
+    if parts.scheme in {"inproc", "ipc"}:
+        return True
+    if parts.scheme != "tcp" or parts.hostname is None:
+        return False
+    if parts.hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:
+        return False
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -121,7 +142,10 @@ class BusConfig(_Model):
     @model_validator(mode="after")
     def _loopback_only(self) -> BusConfig:
         if not is_loopback_endpoint(self.publish):
-            msg = f"{self.publish!r} is not a loopback endpoint; without CURVE keys only 127.0.0.1 is allowed"
+            msg = (
+                f"{self.publish!r} is not a loopback endpoint; "
+                "without CURVE keys only 127.0.0.1 is allowed"
+            )
             raise ValueError(msg)
         return self
 
@@ -169,27 +193,6 @@ class Config(_Model):
 
     def camera(self, camera_id: str) -> CameraConfig:
         return next(c for c in self.cameras if c.id == camera_id)
-
-
-def is_loopback_endpoint(endpoint: str) -> bool:
-    """True for ``inproc://``, ``ipc://`` and TCP endpoints on a loopback address.
-
-    >>> is_loopback_endpoint("tcp://127.0.0.1:5556")
-    True
-    >>> is_loopback_endpoint("tcp://0.0.0.0:5556")
-    False
-    """
-    parts = urlsplit(endpoint)
-    if parts.scheme in {"inproc", "ipc"}:
-        return True
-    if parts.scheme != "tcp" or parts.hostname is None:
-        return False
-    if parts.hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(parts.hostname).is_loopback
-    except ValueError:
-        return False
 
 
 class ConfigError(Exception):

@@ -1,0 +1,178 @@
+import threading
+import time
+
+import numpy as np
+
+from linevision.scheduler import CellArbiter, StationWorker
+from linevision.types import Decision, Frame, FrameFault, Verdict, now_ns
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.items: list[Verdict] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, v: Verdict) -> None:
+        with self.lock:
+            self.items.append(v)
+
+    def wait(self, n: int, timeout_s: float = 3.0) -> list[Verdict]:
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            with self.lock:
+                if len(self.items) >= n:
+                    return list(self.items)
+            time.sleep(0.005)
+        return list(self.items)
+
+
+def _frame(cell: int, image=None) -> Frame:
+    mono, wall = now_ns()
+    img = np.zeros((8, 8), np.uint8) if image is None else image
+    return Frame("cam", cell, cell, mono, wall, img)
+
+
+def _ok() -> Decision:
+    return Decision("OK", None, "Normal", 0.9)
+
+
+def test_result_in_time_is_the_verdict():
+    pub = Collector()
+    arb = CellArbiter(pub)
+    arb.start()
+    try:
+        assert arb.expect(_frame(1), "s", 1000, None)
+        assert arb.resolve("s", 1, _ok())
+        (v,) = pub.wait(1)
+        assert (v.cell_id, v.decision.verdict) == (1, "OK")
+        time.sleep(0.05)
+        assert len(pub.items) == 1
+    finally:
+        arb.stop()
+
+
+def test_deadline_miss_publishes_timeout_once_and_late_result_is_counted():
+    pub = Collector()
+    arb = CellArbiter(pub)
+    arb.start()
+    try:
+        arb.expect(_frame(1), "s", 20, None)
+        (v,) = pub.wait(1, 2.0)
+        assert (v.decision.verdict, v.decision.reason) == ("NG", "timeout")
+        assert not arb.resolve("s", 1, _ok())
+        assert arb.counters["late_result"] == 1
+        assert arb.counters["deadline_missed"] == 1
+        time.sleep(0.05)
+        assert len(pub.items) == 1
+    finally:
+        arb.stop()
+
+
+def test_deadline_order_is_respected_for_interleaved_deadlines():
+    pub = Collector()
+    arb = CellArbiter(pub)
+    arb.start()
+    try:
+        arb.expect(_frame(1), "slow", 300, None)
+        arb.expect(_frame(2), "fast", 30, None)
+        first = pub.wait(1, 2.0)
+        assert [v.cell_id for v in first] == [2]
+        both = pub.wait(2, 2.0)
+        assert [v.station for v in both] == ["fast", "slow"]
+    finally:
+        arb.stop()
+
+
+def test_duplicate_cell_gets_no_second_verdict():
+    pub = Collector()
+    arb = CellArbiter(pub)
+    assert arb.expect(_frame(5), "s", 1000, None)
+    assert not arb.expect(_frame(5), "s", 1000, None)
+    arb.resolve("s", 5, _ok())
+    assert not arb.expect(_frame(5), "s", 1000, None)
+    assert arb.counters["duplicate_cell"] == 2
+    assert len(pub.items) == 1
+
+
+def test_fault_is_ng_with_its_reason_and_not_repeated():
+    pub = Collector()
+    arb = CellArbiter(pub)
+    mono, wall = now_ns()
+    assert arb.fault("s", FrameFault("cam", 9, "bad_frame", "incomplete", mono, wall), None)
+    assert not arb.fault("s", FrameFault("cam", 9, "camera_error", "lost", mono, wall), None)
+    (v,) = pub.items
+    assert (v.cell_id, v.decision.verdict, v.decision.reason) == (9, "NG", "bad_frame")
+
+
+def test_flush_publishes_every_pending_cell():
+    pub = Collector()
+    arb = CellArbiter(pub)
+    for c in range(3):
+        arb.expect(_frame(c), "s", 10_000, None)
+    assert arb.flush() == 3
+    assert [v.decision.reason for v in pub.items] == ["timeout"] * 3
+    assert arb.pending_count() == 0
+
+
+class GatedStation:
+    """A station whose inspection waits on a gate: the fault injected is a stalled model."""
+
+    name = "gated"
+    kind = "test"
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+
+    def inspect(self, frame: Frame) -> Decision:
+        self.gate.wait(5)
+        if frame.image.size == 0:
+            msg = "boom"
+            raise RuntimeError(msg)
+        return _ok()
+
+
+def test_full_queue_makes_overload_ng_without_blocking_and_recovers():
+    pub = Collector()
+    arb = CellArbiter(pub)
+    arb.start()
+    station = GatedStation()
+    worker = StationWorker(station, arb, deadline_ms=10_000, queue_size=2, model=None)
+    worker.start()
+    try:
+        t0 = time.monotonic()
+        for c in range(1, 7):
+            worker.submit(_frame(c))
+        assert time.monotonic() - t0 < 0.1
+        overloads = pub.wait(3)
+        assert {v.decision.reason for v in overloads} == {"overload"}
+        assert worker.counters["dropped"] >= 3
+        station.gate.set()
+        got = pub.wait(6)
+        assert sorted(v.cell_id for v in got) == [1, 2, 3, 4, 5, 6]
+        worker.submit(_frame(7))
+        assert pub.wait(7)[-1].decision.verdict == "OK"
+    finally:
+        station.gate.set()
+        worker.stop()
+        arb.stop()
+
+
+def test_model_exception_is_model_error_ng():
+    pub = Collector()
+    arb = CellArbiter(pub)
+    arb.start()
+    station = GatedStation()
+    station.gate.set()
+    worker = StationWorker(station, arb, deadline_ms=10_000, queue_size=4, model=None)
+    worker.start()
+    try:
+        worker.submit(_frame(1, np.zeros((0, 0), np.uint8)))
+        worker.submit(_frame(2))
+        got = pub.wait(2)
+        by_cell = {v.cell_id: v.decision for v in got}
+        assert (by_cell[1].verdict, by_cell[1].reason) == ("NG", "model_error")
+        assert by_cell[2].verdict == "OK"
+        assert worker.counters["model_error"] == 1
+    finally:
+        worker.stop()
+        arb.stop()
