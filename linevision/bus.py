@@ -82,7 +82,9 @@ class HeartbeatMessage(_Wire):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
-def verdict_payload(v: Verdict, run_id: str, seq: int, t_publish_ns: int, latency_ms: float) -> bytes:
+def verdict_payload(
+    v: Verdict, run_id: str, seq: int, t_publish_ns: int, latency_ms: float
+) -> bytes:
     d = v.decision
     body = {
         "schema": SCHEMA,

@@ -11,6 +11,7 @@ Every cell that enters gets exactly one verdict:
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import queue
@@ -58,7 +59,9 @@ class CellArbiter:
     def start(self) -> None:
         self._thread.start()
 
-    def expect(self, frame: Frame, station: str, deadline_ms: float, model: ModelRef | None) -> bool:
+    def expect(
+        self, frame: Frame, station: str, deadline_ms: float, model: ModelRef | None
+    ) -> bool:
         """Register a cell; False if this cell already has (or awaits) a verdict."""
         key = (station, frame.cell_id)
         deadline = frame.t_mono_ns + int(deadline_ms * 1e6)
@@ -84,18 +87,16 @@ class CellArbiter:
             p = self._pending.pop((station, cell_id), None)
             if p is None:
                 self.counters["late_result"] += 1
-                late = True
             else:
                 self._remember((station, cell_id))
-                late = False
-        if late:
+        if p is None:
             log.warning("late_result", station=station, cell_id=cell_id, verdict=decision.verdict)
             return False
         self._emit(p, decision)
         return True
 
     def fault(self, station: str, fault: FrameFault, model: ModelRef | None) -> bool:
-        """A cell that could not be inspected: NG with the fault's reason, unless already decided."""
+        """A cell that could not be inspected: NG with the fault's reason, unless decided."""
         key = (station, fault.cell_id)
         with self._lock:
             p = self._pending.pop(key, None)
@@ -196,7 +197,9 @@ class StationWorker:
         self._queue: queue.Queue[Frame | None] = queue.Queue(maxsize=queue_size)
         self.counters: Counter[str] = Counter()
         self.last_loop_mono = time.monotonic()
-        self._thread = threading.Thread(target=self._loop, name=f"station-{station.name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, name=f"station-{station.name}", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -216,13 +219,13 @@ class StationWorker:
         except queue.Full:
             self.counters["dropped"] += 1
             log.warning("queue_full", station=name, cell_id=item.cell_id)
-            self.arbiter.resolve(name, item.cell_id, Decision.fault("overload", "queue_full", self.model))
+            self.arbiter.resolve(
+                name, item.cell_id, Decision.fault("overload", "queue_full", self.model)
+            )
 
     def stop(self, timeout_s: float = 2.0) -> None:
-        try:
+        with contextlib.suppress(queue.Full):
             self._queue.put(None, timeout=timeout_s)
-        except queue.Full:
-            pass
         self._thread.join(timeout_s)
 
     def queue_depth(self) -> int:

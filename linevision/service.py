@@ -108,7 +108,7 @@ class Service:
         stations: dict[str, dict[str, object]] = {
             name: {
                 "queue": w.queue_depth(),
-                **{k: v for k, v in w.counters.items()},
+                **dict(w.counters),
             }
             for name, w in self.stations.items()
         }

@@ -90,7 +90,9 @@ class Decision:
     infer_ms: float | None = None
 
     @classmethod
-    def fault(cls, reason: Reason, detail: str | None = None, model: ModelRef | None = None) -> Decision:
+    def fault(
+        cls, reason: Reason, detail: str | None = None, model: ModelRef | None = None
+    ) -> Decision:
         """An NG that no model produced: the cell was not (fully) inspected."""
         return cls(verdict="NG", reason=reason, label=detail, score=None, model=model)
 

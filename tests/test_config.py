@@ -78,7 +78,7 @@ def test_invalid_config_names_the_field(change, expected):
 def test_bus_refuses_non_loopback_bind():
     text = VALID + "bus:\n  publish: tcp://0.0.0.0:5556\n"
     with pytest.raises(
-        ConfigError, match="bus: Value error, 'tcp://0.0.0.0:5556' is not a loopback"
+        ConfigError, match=r"bus: Value error, 'tcp://0\.0\.0\.0:5556' is not a loopback"
     ):
         parse_config(text)
 

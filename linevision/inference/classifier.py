@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 import numpy.typing as npt
@@ -21,7 +23,7 @@ def preprocess(image: Image, spec: InputSpec, norm: Normalisation) -> npt.NDArra
     if image.size == 0 or image.ndim not in (2, 3):
         msg = f"cannot preprocess an image of shape {image.shape}"
         raise PreprocessError(msg)
-    img = image
+    img: npt.NDArray[Any] = image
     if spec.channels == 1 and img.ndim == 3:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
     elif spec.channels == 3 and img.ndim == 2:
@@ -31,10 +33,7 @@ def preprocess(image: Image, spec: InputSpec, norm: Normalisation) -> npt.NDArra
     if img.shape[0] != spec.height or img.shape[1] != spec.width:
         img = cv2.resize(img, (spec.width, spec.height), interpolation=_INTERP[spec.resize])
     x = img.astype(np.float32) * np.float32(norm.scale)
-    if x.ndim == 2:
-        x = x[None, :, :]
-    else:
-        x = np.ascontiguousarray(x.transpose(2, 0, 1))
+    x = x[None, :, :] if x.ndim == 2 else np.ascontiguousarray(x.transpose(2, 0, 1))
     mean = np.asarray(norm.mean, dtype=np.float32).reshape(-1, 1, 1)
     std = np.asarray(norm.std, dtype=np.float32).reshape(-1, 1, 1)
     return np.asarray((x - mean) / std, dtype=np.float32)

@@ -52,13 +52,16 @@ class ModelSession:
             raise ModelFileError(msg) from exc
         names = [i.name for i in self._session.get_inputs()]
         if self.manifest.input.name not in names:
-            msg = f"{onnx_path}: manifest input {self.manifest.input.name!r} not in model inputs {names}"
+            want = self.manifest.input.name
+            msg = f"{onnx_path}: manifest input {want!r} not in model inputs {names}"
             raise ModelFileError(msg)
         self.ref = ModelRef(
             name=self.manifest.name, version=self.manifest.version, sha256=self.manifest.sha256
         )
         self.load_ms = (time.perf_counter() - t0) * 1000.0
-        log.info("model_loaded", model=self.ref.name, version=self.ref.version, ms=round(self.load_ms, 1))
+        log.info(
+            "model_loaded", model=self.ref.name, version=self.ref.version, ms=round(self.load_ms, 1)
+        )
 
     def run(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         out = self._session.run([self.manifest.output], {self.manifest.input.name: batch})
@@ -74,5 +77,7 @@ class ModelSession:
                 t0 = time.perf_counter()
                 self.run(x)
                 last = (time.perf_counter() - t0) * 1000.0
-        log.info("model_warmed_up", model=self.ref.name, batch_sizes=list(batch_sizes), ms=round(last, 2))
+        log.info(
+            "model_warmed_up", model=self.ref.name, batch_sizes=list(batch_sizes), ms=round(last, 2)
+        )
         return last
