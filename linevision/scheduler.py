@@ -24,7 +24,7 @@ from typing import Protocol
 
 from linevision.inference.classifier import PreprocessError
 from linevision.log import get_logger
-from linevision.types import Decision, Frame, FrameFault, ModelRef, Verdict
+from linevision.types import Decision, Frame, FrameFault, Image, ModelRef, Verdict
 
 log = get_logger(__name__)
 
@@ -39,6 +39,7 @@ class _Pending:
     t_frame_mono_ns: int
     deadline_mono_ns: int
     model: ModelRef | None
+    image: Image | None = None
 
 
 class CellArbiter:
@@ -71,7 +72,13 @@ class CellArbiter:
                 log.warning("duplicate_cell", station=station, cell_id=frame.cell_id)
                 return False
             self._pending[key] = _Pending(
-                station, frame.cell_id, frame.t_wall_ns, frame.t_mono_ns, deadline, model
+                station,
+                frame.cell_id,
+                frame.t_wall_ns,
+                frame.t_mono_ns,
+                deadline,
+                model,
+                frame.image,
             )
             heapq.heappush(self._heap, (deadline, next(self._tie), key))
             self._wake.notify()
@@ -145,6 +152,7 @@ class CellArbiter:
                 decision=decision,
                 t_frame_ns=p.t_frame_ns,
                 t_frame_mono_ns=p.t_frame_mono_ns,
+                image=p.image,
             )
         )
 

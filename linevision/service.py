@@ -32,19 +32,30 @@ def resolve_model_dir(path: Path, models_root: Path | None) -> Path:
 class Service:
     config: Config
     models_root: Path | None = None
-    on_verdict: Callable[[Verdict, int, float], None] | None = None
+    listeners: list[Callable[[Verdict, int, float], None]] = field(default_factory=list)
+    """Called on the bus thread after each verdict is sent: (verdict, seq, latency_ms).
+    A listener must be quick and must not raise; errors are logged and counted."""
     stations: dict[str, StationWorker] = field(default_factory=dict)
     cameras: dict[str, AcquisitionWorker] = field(default_factory=dict)
     ready: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
+        self.listener_errors = 0
         self.publisher = VerdictPublisher(
             self.config.bus.publish,
             heartbeat_s=self.config.bus.heartbeat_s,
             state=self.state,
-            on_published=self.on_verdict,
+            on_published=self._notify_listeners,
         )
         self.arbiter = CellArbiter(self.publisher.publish)
+
+    def _notify_listeners(self, verdict: Verdict, seq: int, latency_ms: float) -> None:
+        for fn in self.listeners:
+            try:
+                fn(verdict, seq, latency_ms)
+            except Exception:
+                self.listener_errors += 1
+                log.exception("listener_failed", listener=getattr(fn, "__qualname__", repr(fn)))
 
     def _build_station(self, sc: StationConfig) -> StationWorker:
         opts = SessionOptions(

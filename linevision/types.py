@@ -108,4 +108,6 @@ class Verdict:
     """Wall clock (``time.time_ns()``) when the cell's last frame was taken."""
     t_frame_mono_ns: int
     """The same instant on the monotonic clock, for latency."""
+    image: Image | None = None
+    """The inspected frame (for the NG archive and the HMI); None for faults."""
     extra: dict[str, object] = field(default_factory=dict)

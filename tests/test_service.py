@@ -1,0 +1,159 @@
+"""The daemon end to end: emulated pylon camera -> model -> arbiter -> real ZeroMQ bus."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from linevision import demo
+from linevision.bus import HeartbeatMessage, VerdictMessage, subscribe
+from linevision.config import Config
+from linevision.inference.manifest import ModelFileError
+from linevision.service import Service
+from tests.helpers import free_tcp_endpoint
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+def _label_of(images: Path, cell_id: int) -> str:
+    files = sorted(images.glob("*.png"))
+    return files[(cell_id - 1) % len(files)].stem.split("_", 1)[1]
+
+
+def _config(images: Path, endpoint: str, **station) -> Config:
+    base = demo.demo_config(images, rate_hz=25)
+    data = base.model_dump(mode="json")
+    data["bus"]["publish"] = endpoint
+    data["stations"][0].update(station)
+    return Config.model_validate(data)
+
+
+@pytest.fixture(scope="module")
+def demo_images(tmp_path_factory):
+    return demo.ensure_pole_piece_images(tmp_path_factory.mktemp("demo") / "pp", count=24)
+
+
+def _run_and_collect(cfg: Config, n: int, timeout_s: float = 20.0) -> list[VerdictMessage]:
+    out: list[VerdictMessage] = []
+    sub_ready = threading.Event()
+
+    def reader() -> None:
+        gen = subscribe(cfg.bus.publish, ("verdict.",), timeout_s=timeout_s)
+        sub_ready.set()
+        for m in gen:
+            if isinstance(m, VerdictMessage):
+                out.append(m)
+            if len(out) >= n:
+                gen.close()
+                return
+
+    service = Service(cfg, models_root=MODELS)
+    service.start()
+    try:
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        t.join(timeout_s)
+    finally:
+        service.stop()
+    return out
+
+
+def test_demo_pipeline_classifies_the_served_images(demo_images):
+    cfg = _config(demo_images, free_tcp_endpoint())
+    got = _run_and_collect(cfg, 30)
+    assert len(got) == 30
+    seqs = [m.seq for m in got]
+    assert seqs == list(range(seqs[0], seqs[0] + 30))
+    cells = [m.cell_id for m in got]
+    assert cells == list(range(cells[0], cells[0] + 30))
+    # the emulator serves the files in name order, one per software trigger
+    agree = sum(m.label == _label_of(demo_images, m.cell_id) for m in got)
+    assert agree >= 27
+    for m in got:
+        assert m.verdict == ("OK" if m.label == "Normal" else "NG")
+        assert m.reason in (None, "defect")
+        assert m.model is not None
+        assert m.model.name == "pole_piece"
+        assert m.latency_ms < 1000
+
+
+def test_deadline_miss_on_real_pipeline_is_timeout_ng(demo_images):
+    cfg = _config(demo_images, free_tcp_endpoint(), deadline_ms=0.001)
+    got = _run_and_collect(cfg, 10)
+    assert len(got) == 10
+    assert {(m.verdict, m.reason) for m in got} == {("NG", "timeout")}
+
+
+def test_wrong_sha256_refuses_to_start(tmp_path, demo_images):
+    bad = tmp_path / "models" / "pole_piece"
+    bad.mkdir(parents=True)
+    for f in (MODELS / "pole_piece").iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    onnx = bad / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes() + b"\0")
+    cfg = _config(demo_images, free_tcp_endpoint())
+    service = Service(cfg, models_root=tmp_path / "models")
+    with pytest.raises(ModelFileError, match=r"model\.onnx has sha256"):
+        service.start()
+    service.stop()
+    onnx.unlink()
+    with pytest.raises(ModelFileError, match="model file not found"):
+        Service(cfg, models_root=tmp_path / "models").start()
+
+
+def test_demo_command_publishes_and_exits_cleanly_on_sigterm(tmp_path):
+    endpoint = free_tcp_endpoint()
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), PYLON_CAMEMU="1")
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "linevision", "run", "--publish", endpoint],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        tail = subprocess.run(
+            [sys.executable, "-m", "linevision", "tail", "--endpoint", endpoint]
+            + ["--count", "20", "--json", "--timeout", "60"],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+        assert tail.returncode == 0, tail.stderr
+        lines = [VerdictMessage.model_validate_json(x) for x in tail.stdout.splitlines()]
+        assert len(lines) == 20
+        assert [m.seq for m in lines] == list(range(lines[0].seq, lines[0].seq + 20))
+        t0 = time.monotonic()
+        daemon.send_signal(signal.SIGTERM)
+        out, _ = daemon.communicate(timeout=10)
+        assert daemon.returncode == 0
+        assert time.monotonic() - t0 < 5
+        assert '"event": "service_stopped"' in out
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.communicate(timeout=5)
+
+
+def test_heartbeat_reports_camera_and_station_state(demo_images):
+    cfg = _config(demo_images, free_tcp_endpoint())
+    service = Service(cfg, models_root=MODELS)
+    service.start()
+    try:
+        beat = None
+        for m in subscribe(cfg.bus.publish, ("heartbeat",), timeout_s=5):
+            if isinstance(m, HeartbeatMessage) and m.seq > 0:
+                beat = m
+                break
+        assert beat is not None
+        assert beat.run_id == service.publisher.run_id
+        assert beat.cameras["pole_piece_cam"]["state"] == "running"
+        assert "pole_piece" in beat.stations
+    finally:
+        service.stop()
