@@ -17,6 +17,8 @@ from typing import Literal
 import zmq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from linevision.journal import Journal, JournalError
+from linevision.keys import ClientKeys, KeyPair, make_client, make_server
 from linevision.log import get_logger
 from linevision.types import Reason, Verdict
 
@@ -67,6 +69,7 @@ class VerdictMessage(_Wire):
     t_publish_ns: int
     latency_ms: float
     infer_ms: float | None = None
+    recipe: str | None = None
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -109,6 +112,7 @@ def verdict_payload(
         "t_publish_ns": t_publish_ns,
         "latency_ms": round(latency_ms, 3),
         "infer_ms": None if d.infer_ms is None else round(d.infer_ms, 3),
+        "recipe": v.recipe,
     }
     return json.dumps(body, separators=(",", ":")).encode()
 
@@ -132,6 +136,9 @@ class VerdictPublisher:
         self.endpoint = endpoint
         self.run_id = uuid.uuid4().hex
         self.seq = 0
+        self.journal_errors = 0
+        self._journal: Journal | None = None
+        self._curve: KeyPair | None = None
         self._heartbeat_s = heartbeat_s
         self._state = state
         self._on_published = on_published
@@ -152,6 +159,22 @@ class VerdictPublisher:
     def publish(self, verdict: Verdict) -> None:
         self._queue.put(verdict)
 
+    def use_delivery(self, journal: Journal | None, curve: KeyPair | None) -> None:
+        """Before ``start``: commit each verdict to ``journal`` before it is sent (the replay
+        source), and make the socket a CURVE server with ``curve``."""
+        if self._thread.is_alive():
+            msg = "use_delivery must be called before start"
+            raise RuntimeError(msg)
+        self._journal = journal
+        self._curve = curve
+
+    def current(self) -> tuple[str, int]:
+        """``(run_id, last seq sent)``, readable from any thread."""
+        return self.run_id, self.seq
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
     def stop(self, timeout_s: float = 2.0) -> None:
         """Send what is queued, then close the socket."""
         if self._thread.is_alive():
@@ -162,9 +185,13 @@ class VerdictPublisher:
         sock = context().socket(zmq.PUB)
         sock.setsockopt(zmq.LINGER, 500)
         sock.setsockopt(zmq.SNDHWM, 100_000)
+        if self._curve is not None:
+            make_server(sock, self._curve)
         try:
+            if self._journal is not None:
+                self._journal.begin_run(self.run_id)
             sock.bind(self.endpoint)
-        except zmq.ZMQError as exc:
+        except (zmq.ZMQError, JournalError) as exc:
             self._error = exc
             sock.close(0)
             self._ready.set()
@@ -195,6 +222,12 @@ class VerdictPublisher:
         t_pub = time.time_ns()
         latency_ms = (time.monotonic_ns() - v.t_frame_mono_ns) / 1e6
         payload = verdict_payload(v, self.run_id, self.seq, t_pub, latency_ms)
+        if self._journal is not None:
+            try:
+                self._journal.append(self.run_id, self.seq, v.station, v.cell_id, payload)
+            except JournalError:
+                self.journal_errors += 1
+                log.exception("journal_write_failed", seq=self.seq)
         sock.send_multipart([(VERDICT_PREFIX + v.station).encode("ascii"), payload])
         log.debug(
             "verdict",
@@ -251,6 +284,7 @@ def subscribe(
     topics: tuple[str, ...] = ("verdict.",),
     timeout_s: float | None = None,
     on_invalid: Callable[[BusMessageError], None] | None = None,
+    curve: ClientKeys | None = None,
 ) -> Iterator[VerdictMessage | HeartbeatMessage]:
     """Yield validated messages until ``timeout_s`` passes without one (None: forever).
 
@@ -261,6 +295,8 @@ def subscribe(
     sock.setsockopt(zmq.RCVHWM, 100_000)
     for t in topics:
         sock.setsockopt(zmq.SUBSCRIBE, t.encode("ascii"))
+    if curve is not None:
+        make_client(sock, curve)
     sock.connect(endpoint)
     poller = zmq.Poller()
     poller.register(sock, zmq.POLLIN)

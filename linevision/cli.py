@@ -1,4 +1,4 @@
-"""Command line: ``linevision run|check-config|tail|cameras``."""
+"""Command line: ``linevision run|check-config|tail|cameras|hmi|history|recipe``."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from linevision import __version__
 from pydantic import ValidationError
 
+from linevision import __version__
 from linevision.config import BusConfig, Config, ConfigError, format_validation_error, parse_config
 
 EXIT_OK = 0
@@ -51,8 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
 
     from linevision import log  # noqa: PLC0415
-    from linevision.inference.manifest import ModelFileError  # noqa: PLC0415
-    from linevision.service import Service  # noqa: PLC0415
+    from linevision.operations import DaemonStartError, run_daemon  # noqa: PLC0415
 
     logger = log.get_logger("linevision.cli")
     models_root = args.models if args.models is not None else demo.find_models_root()
@@ -74,19 +73,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         logger.info("signal", signal=signal.Signals(signum).name)
         stop.set()
 
+    reload = threading.Event()
+
+    def on_hup(_signum: int, _frame: FrameType | None) -> None:
+        reload.set()
+
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    service = Service(cfg, models_root=models_root)
+    signal.signal(signal.SIGHUP, on_hup)
+    embedded_hmi = args.config is None and not args.no_hmi
     try:
-        service.start()
-    except (ModelFileError, RuntimeError, ValueError) as exc:
-        logger.exception("start_failed", error=str(exc))
+        run_daemon(cfg, models_root, stop, reload, hmi=embedded_hmi)
+    except DaemonStartError as exc:
         print(f"linevision: {exc}", file=sys.stderr)
-        service.stop()
         return EXIT_FAILURE
-    while not stop.wait(0.5):
-        pass
-    service.stop()
     return EXIT_OK
 
 
@@ -131,6 +131,155 @@ def cmd_cameras(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bridge(args: argparse.Namespace) -> int:
+    from linevision.bridges.main import run_bridge  # noqa: PLC0415
+
+    return run_bridge(args.kind, args.config, args.log_level)
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    from linevision.keys import KeyFileError, generate  # noqa: PLC0415
+
+    try:
+        public, secret = generate(args.dir, args.name)
+    except (KeyFileError, OSError) as exc:
+        print(f"linevision keys generate: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"public key: {public}\nsecret key: {secret} (mode 600)")
+    return EXIT_OK
+
+
+def cmd_hmi(args: argparse.Namespace) -> int:
+    from linevision import log  # noqa: PLC0415
+    from linevision.hmi.server import HmiConfigError, from_config  # noqa: PLC0415
+
+    try:
+        cfg = _load_config(args.config) if args.config is not None else _default_config()
+        if args.listen is not None or args.bus is not None:
+            update = {
+                k: v for k, v in (("listen", args.listen), ("bus", args.bus)) if v is not None
+            }
+            cfg = cfg.model_copy(
+                update={"hmi": cfg.hmi.model_validate(cfg.hmi.model_dump() | update)}
+            )
+        server = from_config(cfg)
+    except (ConfigError, HmiConfigError, ValidationError) as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    log.configure(cfg.logging.level, cfg.logging.format)
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        server.start()
+    except RuntimeError as exc:
+        print(f"linevision hmi: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    from linevision.notify import notify  # noqa: PLC0415
+
+    notify("READY=1")
+    while not stop.wait(0.5):
+        pass
+    notify("STOPPING=1")
+    server.stop()
+    return EXIT_OK
+
+
+def _default_config() -> Config:
+    """The demo's configuration: the HMI and history commands work with ``linevision run``."""
+    from linevision import demo  # noqa: PLC0415
+
+    return demo.demo_config(demo.cache_dir() / "pole_piece")
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from linevision.archive import archive_dir, read_history  # noqa: PLC0415
+
+    try:
+        cfg = _load_config(args.config) if args.config is not None else _default_config()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    folder = args.archive if args.archive is not None else archive_dir(cfg.archive)
+    try:
+        rows = read_history(folder, args.cell, args.station)
+    except (FileNotFoundError, OSError) as exc:
+        print(f"linevision history: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    if not rows:
+        print(f"no record of cell {args.cell} in {folder}")
+        return EXIT_FAILURE
+    for r in rows:
+        model = f"{r['model_name']}@{r['model_version']} {str(r['model_sha256'] or '')[:12]}"
+        why = " / ".join(str(x) for x in (r["reason"], r["label"]) if x)
+        score = "-" if r["score"] is None else f"{r['score']:.3f}"
+        print(
+            f"{r['station']:<12} cell {r['cell_id']:<8} {r['verdict']} {why:<20} score {score} "
+            f"recipe {r['recipe'] or '-'} model {model} {r['latency_ms']:.2f} ms "
+            f"run {str(r['run_id'])[:8]} seq {r['seq']}"
+            + (f" image {folder / str(r['image'])}" if r["image"] else "")
+        )
+    return EXIT_OK
+
+
+def cmd_recipe(args: argparse.Namespace) -> int:
+    from linevision.control import ControlError, request  # noqa: PLC0415
+
+    try:
+        cfg = _load_config(args.config) if args.config is not None else None
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    endpoint = args.endpoint or (cfg.control.endpoint if cfg else "tcp://127.0.0.1:5559")
+    body: dict[str, object] = {"cmd": f"recipe.{args.recipe_command}"}
+    if args.recipe_command == "switch":
+        body["name"] = args.name
+    try:
+        reply = request(endpoint, body, timeout_s=args.timeout)
+    except ControlError as exc:
+        print(f"linevision recipe: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if not reply.get("ok"):
+        print(f"linevision recipe: {reply.get('error')}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(json.dumps(reply, indent=2))
+    return EXIT_OK
+
+
+def _add_operations_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    hmi = sub.add_parser("hmi", help="serve the operator page (read-only) for the verdict bus")
+    hmi.add_argument("--config", type=Path, default=None)
+    hmi.add_argument("--listen", default=None, help="override hmi.listen (host:port)")
+    hmi.add_argument("--bus", default=None, help="override the verdict endpoint")
+    hmi.set_defaults(func=cmd_hmi)
+
+    hist = sub.add_parser("history", help="a cell's recorded verdicts across all stations")
+    hist.add_argument("--cell", type=int, required=True)
+    hist.add_argument("--station", default=None)
+    hist.add_argument("--config", type=Path, default=None)
+    hist.add_argument("--archive", type=Path, default=None, help="override the archive folder")
+    hist.add_argument("--json", action="store_true")
+    hist.set_defaults(func=cmd_history)
+
+    recipe = sub.add_parser("recipe", help="switch or reload the running daemon's recipe")
+    recipe_sub = recipe.add_subparsers(dest="recipe_command", required=True)
+    switch = recipe_sub.add_parser("switch", help="switch the daemon to recipe NAME")
+    switch.add_argument("name")
+    recipe_sub.add_parser("reload", help="re-read the active recipe (as SIGHUP)")
+    for sp in recipe_sub.choices.values():
+        sp.add_argument("--config", type=Path, default=None)
+        sp.add_argument("--endpoint", default=None, help="override control.endpoint")
+        sp.add_argument("--timeout", type=float, default=60.0)
+        sp.set_defaults(func=cmd_recipe)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="linevision", description=__doc__)
     p.add_argument("--version", action="version", version=f"linevision {__version__}")
@@ -140,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, default=None)
     run.add_argument("--models", type=Path, default=None, help="root of model folders")
     run.add_argument("--publish", default=None, help="override bus.publish (verdict endpoint)")
+    run.add_argument("--no-hmi", action="store_true", help="demo: do not serve the HMI page")
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check-config", help="validate a configuration file")
@@ -158,6 +308,23 @@ def build_parser() -> argparse.ArgumentParser:
     cams.add_argument("--cti", type=Path, default=None, help="GenTL producer for harvesters")
     cams.add_argument("--json", action="store_true")
     cams.set_defaults(func=cmd_cameras)
+
+    _add_operations_commands(sub)
+
+    bridge = sub.add_parser("bridge", help="hand verdicts to the line (PLC, reject actuator)")
+    bridge.add_argument("kind", choices=("plc", "reject"))
+    bridge.add_argument("--config", type=Path, required=True)
+    bridge.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error")
+    )
+    bridge.set_defaults(func=cmd_bridge)
+
+    keys = sub.add_parser("keys", help="CURVE keys for the verdict and replay sockets")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    gen = keys_sub.add_parser("generate", help="write NAME.key and NAME.key_secret into DIR")
+    gen.add_argument("dir", type=Path)
+    gen.add_argument("--name", default="linevision", help="key file name (default linevision)")
+    gen.set_defaults(func=cmd_keys_generate)
     return p
 
 

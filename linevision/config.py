@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -135,18 +136,43 @@ class StationConfig(_Model):
     queue_size: int = Field(default=8, ge=1, le=1024)
 
 
+class CurveServerConfig(_Model):
+    """CURVE on the verdict and replay sockets: paths to key files, never the keys.
+
+    A relative path is looked up in ``$CREDENTIALS_DIRECTORY`` (systemd credentials).
+    """
+
+    secret_key_file: Path
+    """The daemon's ``NAME.key_secret`` from ``linevision keys generate``."""
+    authorized_keys_dir: Path
+    """Folder of the subscribers' public ``*.key`` files; any other client is refused."""
+
+
+class JournalConfig(_Model):
+    """The bounded on-disk journal of recent verdicts that the replay endpoint serves."""
+
+    path: Path
+    max_entries: int = Field(default=100_000, ge=100, le=10_000_000)
+
+
 class BusConfig(_Model):
     publish: str = "tcp://127.0.0.1:5556"
     heartbeat_s: float = Field(default=1.0, gt=0, le=60)
+    replay: str | None = None
+    """ROUTER endpoint serving missed verdicts from the journal (None: no replay)."""
+    curve: CurveServerConfig | None = None
 
     @model_validator(mode="after")
     def _loopback_only(self) -> BusConfig:
-        if not is_loopback_endpoint(self.publish):
-            msg = (
-                f"{self.publish!r} is not a loopback endpoint; "
-                "without CURVE keys only 127.0.0.1 is allowed"
-            )
-            raise ValueError(msg)
+        if self.curve is not None:
+            return self
+        for endpoint in (self.publish, self.replay):
+            if endpoint is not None and not is_loopback_endpoint(endpoint):
+                msg = (
+                    f"{endpoint!r} is not a loopback endpoint; "
+                    "without CURVE keys only 127.0.0.1 is allowed"
+                )
+                raise ValueError(msg)
         return self
 
 
@@ -160,12 +186,138 @@ class LoggingConfig(_Model):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+def split_listen(listen: str) -> tuple[str, int]:
+    """``host:port`` (IPv6 in brackets) -> ``(host, port)``.
+
+    >>> split_listen("127.0.0.1:8080")
+    ('127.0.0.1', 8080)
+    >>> split_listen("[::1]:9108")
+    ('::1', 9108)
+    """
+    parts = urlsplit(f"//{listen}")
+    if parts.hostname is None or parts.port is None:
+        msg = f"{listen!r} is not host:port"
+        raise ValueError(msg)
+    return parts.hostname, parts.port
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+_SHIFT_START = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+class HmiConfig(_Model):
+    """The operator page (``linevision hmi``). Read-only; a token is required off loopback.
+
+    ``token_file`` holds the token; a relative path is looked up in systemd's
+    ``$CREDENTIALS_DIRECTORY`` (``LoadCredential=``). ``bus``: the verdict endpoint to
+    subscribe to (default ``bus.publish``).
+    """
+
+    listen: str = "127.0.0.1:8080"
+    token_file: Path | None = None
+    bus: str | None = None
+    latency_budget_ms: float = Field(default=30.0, gt=0)
+    shifts: tuple[str, ...] = ("06:00", "14:00", "22:00")
+    push_hz: float = Field(default=5.0, gt=0, le=50)
+    min_yield: float = Field(default=0.95, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> HmiConfig:
+        host, _ = split_listen(self.listen)
+        if not is_loopback_host(host) and self.token_file is None:
+            msg = f"hmi.listen {self.listen!r} is not loopback: set hmi.token_file"
+            raise ValueError(msg)
+        for start in self.shifts:
+            if not re.match(_SHIFT_START, start):
+                msg = f"hmi.shifts: {start!r} is not HH:MM"
+                raise ValueError(msg)
+        return self
+
+
+class MetricsConfig(_Model):
+    """The Prometheus endpoint of the daemon (``/metrics``)."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:9108"
+
+    @model_validator(mode="after")
+    def _valid_listen(self) -> MetricsConfig:
+        split_listen(self.listen)
+        return self
+
+
+class ArchiveConfig(_Model):
+    """Every verdict in SQLite (WAL); NG images and every n-th OK image as JPEG with overlay.
+
+    ``dir`` None: ``$STATE_DIRECTORY/archive`` under systemd, else the user's state folder.
+    """
+
+    enabled: bool = True
+    dir: Path | None = None
+    ok_sample_every: int = Field(default=0, ge=0)
+    jpeg_quality: int = Field(default=85, ge=10, le=100)
+    max_age_days: float = Field(default=90.0, gt=0)
+    max_bytes: int = Field(default=20 * 1024**3, gt=0)
+    retention_interval_s: float = Field(default=60.0, gt=0)
+    queue_size: int = Field(default=20000, ge=10)
+    image_queue_size: int = Field(default=64, ge=1)
+
+
+class RecipesConfig(_Model):
+    """Product recipes: one ``<name>.yaml`` per recipe in ``dir``; ``active`` at first start."""
+
+    dir: Path | None = None
+    active: str | None = None
+
+    @model_validator(mode="after")
+    def _active_needs_dir(self) -> RecipesConfig:
+        if self.active is not None and self.dir is None:
+            msg = "recipes.active needs recipes.dir"
+            raise ValueError(msg)
+        return self
+
+
+class ControlConfig(_Model):
+    """The daemon's control socket (ZeroMQ REP): ``linevision recipe switch`` talks to it."""
+
+    enabled: bool = True
+    endpoint: str = "tcp://127.0.0.1:5559"
+
+    @model_validator(mode="after")
+    def _loopback_only(self) -> ControlConfig:
+        if not is_loopback_endpoint(self.endpoint):
+            msg = f"control.endpoint {self.endpoint!r} must be loopback, ipc:// or inproc://"
+            raise ValueError(msg)
+        return self
+
+
 class Config(_Model):
     cameras: tuple[CameraConfig, ...] = Field(min_length=1)
     stations: tuple[StationConfig, ...] = Field(min_length=1)
     bus: BusConfig = BusConfig()
     inference: InferenceConfig = InferenceConfig()
     logging: LoggingConfig = LoggingConfig()
+    hmi: HmiConfig = HmiConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    archive: ArchiveConfig = ArchiveConfig()
+    recipes: RecipesConfig = RecipesConfig()
+    control: ControlConfig = ControlConfig()
+    journal: JournalConfig | None = None
+
+    @model_validator(mode="after")
+    def _replay_needs_journal(self) -> Config:
+        if self.bus.replay is not None and self.journal is None:
+            msg = "bus.replay serves the journal: set journal.path too"
+            raise ValueError(msg)
+        return self
 
     @model_validator(mode="after")
     def _cross_references(self) -> Config:

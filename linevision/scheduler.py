@@ -24,7 +24,7 @@ from typing import Protocol
 
 from linevision.inference.classifier import PreprocessError
 from linevision.log import get_logger
-from linevision.types import Decision, Frame, FrameFault, Image, ModelRef, Verdict
+from linevision.types import Decision, Frame, FrameFault, Image, ModelRef, StageTimes, Verdict
 
 log = get_logger(__name__)
 
@@ -40,6 +40,9 @@ class _Pending:
     deadline_mono_ns: int
     model: ModelRef | None
     image: Image | None = None
+    recipe: str | None = None
+    queued_mono_ns: int = 0
+    started_mono_ns: int | None = None
 
 
 class CellArbiter:
@@ -61,7 +64,12 @@ class CellArbiter:
         self._thread.start()
 
     def expect(
-        self, frame: Frame, station: str, deadline_ms: float, model: ModelRef | None
+        self,
+        frame: Frame,
+        station: str,
+        deadline_ms: float,
+        model: ModelRef | None,
+        recipe: str | None = None,
     ) -> bool:
         """Register a cell; False if this cell already has (or awaits) a verdict."""
         key = (station, frame.cell_id)
@@ -79,6 +87,8 @@ class CellArbiter:
                 deadline,
                 model,
                 frame.image,
+                recipe,
+                time.monotonic_ns(),
             )
             heapq.heappush(self._heap, (deadline, next(self._tie), key))
             self._wake.notify()
@@ -88,13 +98,20 @@ class CellArbiter:
         with self._lock:
             return (station, cell_id) in self._pending
 
-    def resolve(self, station: str, cell_id: int, decision: Decision) -> bool:
+    def resolve(
+        self,
+        station: str,
+        cell_id: int,
+        decision: Decision,
+        started_mono_ns: int | None = None,
+    ) -> bool:
         """The station's result for a registered cell; False (and counted) when late."""
         with self._lock:
             p = self._pending.pop((station, cell_id), None)
             if p is None:
                 self.counters["late_result"] += 1
             else:
+                p.started_mono_ns = started_mono_ns
                 self._remember((station, cell_id))
         if p is None:
             log.warning("late_result", station=station, cell_id=cell_id, verdict=decision.verdict)
@@ -102,7 +119,13 @@ class CellArbiter:
         self._emit(p, decision)
         return True
 
-    def fault(self, station: str, fault: FrameFault, model: ModelRef | None) -> bool:
+    def fault(
+        self,
+        station: str,
+        fault: FrameFault,
+        model: ModelRef | None,
+        recipe: str | None = None,
+    ) -> bool:
         """A cell that could not be inspected: NG with the fault's reason, unless decided."""
         key = (station, fault.cell_id)
         with self._lock:
@@ -111,7 +134,9 @@ class CellArbiter:
                 if key in self._decided:
                     self.counters["late_result"] += 1
                     return False
-                p = _Pending(station, fault.cell_id, fault.t_wall_ns, fault.t_mono_ns, 0, model)
+                p = _Pending(
+                    station, fault.cell_id, fault.t_wall_ns, fault.t_mono_ns, 0, model, None, recipe
+                )
             self._remember(key)
         self._emit(p, Decision.fault(fault.reason, fault.detail, model))
         return True
@@ -134,6 +159,9 @@ class CellArbiter:
         if self._thread.is_alive():
             self._thread.join(2.0)
 
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
     def pending_count(self) -> int:
         with self._lock:
             return len(self._pending)
@@ -153,6 +181,12 @@ class CellArbiter:
                 t_frame_ns=p.t_frame_ns,
                 t_frame_mono_ns=p.t_frame_mono_ns,
                 image=p.image,
+                recipe=p.recipe,
+                stages=StageTimes(
+                    queued_mono_ns=p.queued_mono_ns or p.t_frame_mono_ns,
+                    started_mono_ns=p.started_mono_ns,
+                    decided_mono_ns=time.monotonic_ns(),
+                ),
             )
         )
 
@@ -202,7 +236,9 @@ class StationWorker:
         self.arbiter = arbiter
         self.deadline_ms = deadline_ms
         self.model = model
-        self._queue: queue.Queue[Frame | None] = queue.Queue(maxsize=queue_size)
+        self.recipe: str | None = None
+        self._switch_lock = threading.Lock()
+        self._queue: queue.Queue[tuple[Frame, Station] | None] = queue.Queue(maxsize=queue_size)
         self.counters: Counter[str] = Counter()
         self.last_loop_mono = time.monotonic()
         self._thread = threading.Thread(
@@ -212,23 +248,33 @@ class StationWorker:
     def start(self) -> None:
         self._thread.start()
 
+    def switch(self, station: Station, model: ModelRef | None, recipe: str | None) -> None:
+        """Use ``station`` for every cell registered from now on.
+
+        Cells already queued keep the station (and recipe) they were registered with.
+        """
+        with self._switch_lock:
+            self.station, self.model, self.recipe = station, model, recipe
+
     def submit(self, item: Frame | FrameFault) -> None:
         """Called from acquisition threads; never blocks."""
-        name = self.station.name
+        with self._switch_lock:
+            station, model, recipe = self.station, self.model, self.recipe
+        name = station.name
         if isinstance(item, FrameFault):
             self.counters[f"fault_{item.reason}"] += 1
-            self.arbiter.fault(name, item, self.model)
+            self.arbiter.fault(name, item, model, recipe)
             return
         self.counters["frames"] += 1
-        if not self.arbiter.expect(item, name, self.deadline_ms, self.model):
+        if not self.arbiter.expect(item, name, self.deadline_ms, model, recipe):
             return
         try:
-            self._queue.put_nowait(item)
+            self._queue.put_nowait((item, station))
         except queue.Full:
             self.counters["dropped"] += 1
             log.warning("queue_full", station=name, cell_id=item.cell_id)
             self.arbiter.resolve(
-                name, item.cell_id, Decision.fault("overload", "queue_full", self.model)
+                name, item.cell_id, Decision.fault("overload", "queue_full", model)
             )
 
     def stop(self, timeout_s: float = 2.0) -> None:
@@ -239,29 +285,41 @@ class StationWorker:
     def queue_depth(self) -> int:
         return self._queue.qsize()
 
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
     def _loop(self) -> None:
         name = self.station.name
         while True:
             try:
-                frame = self._queue.get(timeout=0.2)
+                job = self._queue.get(timeout=0.2)
             except queue.Empty:
                 self.last_loop_mono = time.monotonic()
                 continue
             self.last_loop_mono = time.monotonic()
-            if frame is None:
+            if job is None:
                 return
+            frame, station = job
+            started = time.monotonic_ns()
             if not self.arbiter.is_pending(name, frame.cell_id):
                 self.counters["expired_before_inference"] += 1
                 continue
             try:
-                decision = self.station.inspect(frame)
+                decision = station.inspect(frame)
             except PreprocessError as exc:
                 self.counters["bad_frame"] += 1
                 log.warning("bad_frame", station=name, cell_id=frame.cell_id, error=str(exc))
-                decision = Decision.fault("bad_frame", str(exc)[:200], self.model)
+                decision = Decision.fault("bad_frame", str(exc)[:200], self._model_of(station))
             except Exception as exc:
                 self.counters["model_error"] += 1
                 log.exception("model_error", station=name, cell_id=frame.cell_id, error=str(exc))
-                decision = Decision.fault("model_error", type(exc).__name__, self.model)
+                decision = Decision.fault(
+                    "model_error", type(exc).__name__, self._model_of(station)
+                )
             self.counters["inspected"] += 1
-            self.arbiter.resolve(name, frame.cell_id, decision)
+            self.arbiter.resolve(name, frame.cell_id, decision, started)
+
+    def _model_of(self, station: Station) -> ModelRef | None:
+        session = getattr(station, "session", None)
+        ref = getattr(session, "ref", None)
+        return ref if isinstance(ref, ModelRef) else self.model

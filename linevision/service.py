@@ -12,6 +12,7 @@ from linevision.bus import VerdictPublisher
 from linevision.cameras import open_driver
 from linevision.cameras.worker import AcquisitionWorker
 from linevision.config import Config, StationConfig
+from linevision.delivery import Delivery
 from linevision.inference.session import ModelSession, SessionOptions
 from linevision.log import get_logger
 from linevision.scheduler import CellArbiter, StationWorker
@@ -38,9 +39,12 @@ class Service:
     stations: dict[str, StationWorker] = field(default_factory=dict)
     cameras: dict[str, AcquisitionWorker] = field(default_factory=dict)
     ready: threading.Event = field(default_factory=threading.Event)
+    recipe: str | None = None
+    """The product recipe the configured stations stand for (set by ``linevision.recipes``)."""
 
     def __post_init__(self) -> None:
         self.listener_errors = 0
+        self.delivery = Delivery()
         self.publisher = VerdictPublisher(
             self.config.bus.publish,
             heartbeat_s=self.config.bus.heartbeat_s,
@@ -65,7 +69,9 @@ class Service:
         session = ModelSession(resolve_model_dir(sc.model, self.models_root), opts)
         session.warm_up((1,))
         station = PolePieceStation(sc.name, session, sc.decision)
-        return StationWorker(station, self.arbiter, sc.deadline_ms, sc.queue_size, session.ref)
+        worker = StationWorker(station, self.arbiter, sc.deadline_ms, sc.queue_size, session.ref)
+        worker.recipe = self.recipe
+        return worker
 
     def start(self) -> None:
         """Load and warm every model, bind the bus, then open the cameras.
@@ -75,7 +81,10 @@ class Service:
         """
         for sc in self.config.stations:
             self.stations[sc.name] = self._build_station(sc)
+        self.delivery = Delivery.open(self.config)
+        self.publisher.use_delivery(self.delivery.journal, self.delivery.curve)
         self.publisher.start()
+        self.delivery.start_replay(self.publisher.current)
         self.arbiter.start()
         for w in self.stations.values():
             w.start()
@@ -108,6 +117,7 @@ class Service:
         flushed = self.arbiter.flush("shutdown")
         self.arbiter.stop()
         self.publisher.stop()
+        self.delivery.close()
         log.info(
             "service_stopped",
             flushed_cells=flushed,

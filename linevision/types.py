@@ -98,6 +98,20 @@ class Decision:
 
 
 @dataclass(frozen=True, slots=True)
+class StageTimes:
+    """Monotonic instants (ns) of one cell's way through the pipeline, for stage latencies.
+
+    ``queued``: the frame was registered and handed to the station queue; ``started``: the
+    station thread took it (None for a cell that never reached a station); ``decided``: the
+    arbiter chose the verdict and handed it to the bus.
+    """
+
+    queued_mono_ns: int
+    started_mono_ns: int | None
+    decided_mono_ns: int
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """The one verdict a cell gets, as it goes out on the bus."""
 
@@ -111,3 +125,6 @@ class Verdict:
     image: Image | None = None
     """The inspected frame (for the NG archive and the HMI); None for faults."""
     extra: dict[str, object] = field(default_factory=dict)
+    recipe: str | None = None
+    """The product recipe in force when the cell was registered (None: no recipes)."""
+    stages: StageTimes | None = None

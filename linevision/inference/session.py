@@ -59,6 +59,7 @@ class ModelSession:
             name=self.manifest.name, version=self.manifest.version, sha256=self.manifest.sha256
         )
         self.load_ms = (time.perf_counter() - t0) * 1000.0
+        self.warm_up_ms: float | None = None
         log.info(
             "model_loaded", model=self.ref.name, version=self.ref.version, ms=round(self.load_ms, 1)
         )
@@ -71,6 +72,7 @@ class ModelSession:
         """Run every input shape the station will use; return the last run's ms."""
         spec = self.manifest.input
         last = 0.0
+        t_start = time.perf_counter()
         for n in batch_sizes:
             x = np.zeros((n, spec.channels, spec.height, spec.width), dtype=np.float32)
             for _ in range(repeats):
@@ -80,4 +82,5 @@ class ModelSession:
         log.info(
             "model_warmed_up", model=self.ref.name, batch_sizes=list(batch_sizes), ms=round(last, 2)
         )
+        self.warm_up_ms = (time.perf_counter() - t_start) * 1000.0
         return last

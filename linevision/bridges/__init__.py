@@ -1,0 +1,1 @@
+"""Bridges from the verdict bus to the line: the PLC handshake and the reject actuator."""

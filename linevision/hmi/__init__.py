@@ -1,0 +1,1 @@
+"""The operator page: a read-only web feed of the verdict bus."""

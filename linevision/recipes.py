@@ -1,0 +1,225 @@
+"""Product recipes: per station a model, a decision rule and reference images, switched live.
+
+A recipe is ``<recipes.dir>/<name>.yaml``::
+
+    name: cell_21700
+    description: 21700 cylindrical, NMC
+    stations:
+      pole_piece:
+        model: pole_piece_21700        # model folder (relative: under --models)
+        decision: {min_ok_score: 0.6}
+        reference: /etc/linevision/reference/21700   # checked to exist at switch
+
+A station the recipe does not name keeps its settings from the main configuration.
+
+Switching builds and warms every new station first, while the pipeline keeps running on the
+old recipe, then hands each station worker its new station in one step
+(:meth:`StationWorker.switch`). A cell belongs to the recipe in force when its frame was
+registered: cells already queued are inspected by the old model and their verdicts carry the
+old recipe's name; nothing is dropped. The active name is written to ``active_recipe`` in the
+state folder, so a restart keeps it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from linevision.config import Config, DecisionRule, StationConfig, format_validation_error
+from linevision.inference.session import ModelSession, SessionOptions
+from linevision.log import get_logger
+from linevision.scheduler import StationWorker
+from linevision.stations.pole_piece import PolePieceStation
+
+log = get_logger(__name__)
+
+ACTIVE_FILE = "active_recipe"
+_NAME = r"^[A-Za-z0-9_.-]+$"
+
+
+class RecipeError(Exception):
+    """A recipe that cannot be used: missing file, invalid content, unknown station."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RecipeStation(_Model):
+    model: Path | None = None
+    decision: DecisionRule | None = None
+    reference: Path | None = None
+
+
+class Recipe(_Model):
+    name: str = Field(pattern=_NAME)
+    description: str = ""
+    stations: dict[str, RecipeStation] = Field(default_factory=dict)
+
+
+def parse_recipe(text: str, source: str) -> Recipe:
+    try:
+        data = yaml.safe_load(text)
+        return Recipe.model_validate(data)
+    except yaml.YAMLError as exc:
+        msg = f"{source}: not valid YAML: {exc}"
+        raise RecipeError(msg) from exc
+    except ValidationError as exc:
+        msg = f"{source}: invalid recipe\n{format_validation_error(exc)}"
+        raise RecipeError(msg) from exc
+
+
+def load_recipe(folder: Path, name: str) -> Recipe:
+    path = folder / f"{name}.yaml"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        msg = f"recipe {name!r}: cannot read {path}: {exc.strerror}"
+        raise RecipeError(msg) from exc
+    recipe = parse_recipe(text, str(path))
+    if recipe.name != name:
+        msg = f"{path}: names recipe {recipe.name!r}, expected {name!r}"
+        raise RecipeError(msg)
+    missing = [
+        str(s.reference)
+        for s in recipe.stations.values()
+        if s.reference is not None and not s.reference.exists()
+    ]
+    if missing:
+        msg = f"recipe {name!r}: reference images not found: {', '.join(missing)}"
+        raise RecipeError(msg)
+    return recipe
+
+
+def list_recipes(folder: Path) -> list[str]:
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def apply_recipe(cfg: Config, recipe: Recipe) -> Config:
+    """``cfg`` with the recipe's model and decision rule in each named station (pure)."""
+    names = {s.name for s in cfg.stations}
+    unknown = sorted(set(recipe.stations) - names)
+    if unknown:
+        msg = f"recipe {recipe.name!r} names unknown stations: {', '.join(unknown)}"
+        raise RecipeError(msg)
+    stations = []
+    for sc in cfg.stations:
+        rs = recipe.stations.get(sc.name)
+        update: dict[str, object] = {}
+        if rs is not None and rs.model is not None:
+            update["model"] = rs.model
+        if rs is not None and rs.decision is not None:
+            update["decision"] = rs.decision
+        stations.append(sc.model_copy(update=update))
+    return cfg.model_copy(update={"stations": tuple(stations)})
+
+
+def read_active(state: Path) -> str | None:
+    try:
+        name = (state / ACTIVE_FILE).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return name or None
+
+
+def write_active(state: Path, name: str) -> None:
+    state.mkdir(parents=True, exist_ok=True)
+    tmp = state / f".{ACTIVE_FILE}.tmp"
+    tmp.write_text(name + "\n", encoding="utf-8")
+    tmp.replace(state / ACTIVE_FILE)
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltStation:
+    config: StationConfig
+    station: PolePieceStation
+    session: ModelSession
+
+
+def build_station(
+    sc: StationConfig, models_root: Path | None, options: SessionOptions
+) -> BuiltStation:
+    """Load and warm one station's model (the same steps as ``Service`` at start)."""
+    model_dir = (
+        sc.model if sc.model.is_absolute() or models_root is None else models_root / sc.model
+    )
+    session = ModelSession(model_dir, options)
+    session.warm_up((1,))
+    return BuiltStation(sc, PolePieceStation(sc.name, session, sc.decision), session)
+
+
+class RecipeManager:
+    """Knows the recipes of one daemon and switches its stations between them."""
+
+    def __init__(self, base: Config, state: Path, models_root: Path | None) -> None:
+        self.base = base
+        self.folder = base.recipes.dir
+        self.state = state
+        self.models_root = models_root
+        self.active: str | None = None
+        self.switches = 0
+        self._lock = threading.Lock()
+        self._options = SessionOptions(
+            intra_op_threads=base.inference.intra_op_threads,
+            graph_optimization=base.inference.graph_optimization,
+        )
+
+    def initial(self) -> Config:
+        """The configuration to start with: the persisted recipe, else ``recipes.active``."""
+        if self.folder is None:
+            return self.base
+        name = read_active(self.state) or self.base.recipes.active
+        if name is None:
+            return self.base
+        cfg = apply_recipe(self.base, load_recipe(self.folder, name))
+        self.active = name
+        return cfg
+
+    def switch(self, workers: dict[str, StationWorker], name: str) -> dict[str, object]:
+        """Build ``name``'s stations, then swap them in; returns what was done."""
+        if self.folder is None:
+            msg = "no recipes configured (recipes.dir)"
+            raise RecipeError(msg)
+        with self._lock:
+            t0 = time.perf_counter()
+            recipe = load_recipe(self.folder, name)
+            cfg = apply_recipe(self.base, recipe)
+            built = [build_station(sc, self.models_root, self._options) for sc in cfg.stations]
+            previous = self.active
+            for b in built:
+                worker = workers.get(b.config.name)
+                if worker is not None:
+                    worker.switch(b.station, b.session.ref, name)
+            self.active = name
+            self.switches += 1
+            write_active(self.state, name)
+            ms = round((time.perf_counter() - t0) * 1000.0, 1)
+        log.info("recipe_switched", recipe=name, previous=previous, ms=ms)
+        return {
+            "recipe": name,
+            "previous": previous,
+            "ms": ms,
+            "stations": {
+                b.config.name: {
+                    "model": b.session.ref.name,
+                    "version": b.session.ref.version,
+                    "sha256": b.session.ref.sha256,
+                    "load_ms": round(b.session.load_ms, 1),
+                    "warm_up_ms": round(b.session.warm_up_ms or 0.0, 1),
+                }
+                for b in built
+            },
+        }
+
+    def reload(self, workers: dict[str, StationWorker]) -> dict[str, object] | None:
+        """SIGHUP: re-read the active name (``active_recipe``) and its file, and switch."""
+        name = read_active(self.state) or self.active or self.base.recipes.active
+        if name is None or self.folder is None:
+            log.info("recipe_reload_skipped", reason="no recipe active")
+            return None
+        return self.switch(workers, name)
