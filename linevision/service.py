@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from linevision.bus import VerdictPublisher
-from linevision.cameras import open_driver
+from linevision.cameras import CameraDriver, open_driver
 from linevision.cameras.worker import AcquisitionWorker
-from linevision.config import Config, StationConfig
+from linevision.config import CameraConfig, Config, StationConfig
 from linevision.delivery import Delivery
 from linevision.inference.session import ModelSession, SessionOptions
 from linevision.log import get_logger
@@ -139,9 +139,9 @@ class Service:
         return stations, cameras
 
 
-def _driver_factory(cfg: object) -> Callable[[], object]:
-    def make() -> object:
-        return open_driver(cfg)  # type: ignore[arg-type]
+def _driver_factory(cfg: CameraConfig) -> Callable[[], CameraDriver]:
+    def make() -> CameraDriver:
+        return open_driver(cfg)
 
     return make
 

@@ -118,8 +118,10 @@ def test_demo_command_publishes_and_exits_cleanly_on_sigterm(tmp_path):
     )
     try:
         tail = subprocess.run(
-            [sys.executable, "-m", "linevision", "tail", "--endpoint", endpoint]
-            + ["--count", "20", "--json", "--timeout", "60"],
+            [
+                *(sys.executable, "-m", "linevision", "tail", "--endpoint", endpoint),
+                *("--count", "20", "--json", "--timeout", "60"),
+            ],
             capture_output=True,
             text=True,
             timeout=90,
