@@ -170,7 +170,21 @@ class OpcUaTarget(_Model):
     timeout_s: float = Field(default=2.0, gt=0, le=60)
 
 
-PlcTarget = Annotated[ModbusTarget | OpcUaTarget, Field(discriminator="kind")]
+class S7Target(_Model):
+    """Siemens S7 (ISO-on-TCP): one data block laid out like the Modbus map, a word per
+    register (byte offset = 2 x register address, big-endian, as S7 stores it)."""
+
+    kind: Literal["s7"]
+    host: str
+    port: int = Field(default=102, ge=1, le=65535)
+    rack: int = Field(default=0, ge=0, le=7)
+    slot: int = Field(default=1, ge=0, le=31)
+    db: int = Field(ge=1, le=65535)
+    timeout_s: float = Field(default=1.0, gt=0, le=60)
+    map: ModbusMap = ModbusMap()
+
+
+PlcTarget = Annotated[ModbusTarget | OpcUaTarget | S7Target, Field(discriminator="kind")]
 
 
 class PlcBridgeConfig(_Model):

@@ -46,13 +46,17 @@ def make_link(target: PlcTarget) -> PlcLink:
         from linevision.bridges.plc_modbus import ModbusLink  # noqa: PLC0415
 
         return ModbusLink(target)
+    if target.kind == "s7":
+        from linevision.bridges.plc_s7 import S7Link  # noqa: PLC0415
+
+        return S7Link(target)
     from linevision.bridges.plc_opcua import OpcUaLink  # noqa: PLC0415
 
     return OpcUaLink(target)
 
 
 def slots_of(target: PlcTarget) -> int:
-    return target.map.slots if target.kind == "modbus" else target.slots
+    return target.slots if target.kind == "opcua" else target.map.slots
 
 
 class PlcBridge:

@@ -8,7 +8,7 @@ from typing import Any
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from linevision.bridges.config import SLOT_FIELDS, ModbusTarget
+from linevision.bridges.config import SLOT_FIELDS, ModbusMap, ModbusTarget
 from linevision.bridges.plc_link import U32, Block, PlcError
 
 
@@ -37,8 +37,7 @@ def runs(values: dict[int, int]) -> list[tuple[int, list[int]]]:
     return out
 
 
-def block_registers(target: ModbusTarget, block: Block) -> dict[int, int]:
-    m = target.map
+def block_registers(m: ModbusMap, block: Block) -> dict[int, int]:
     regs: dict[int, int] = {m.count: len(block.slots)}
     regs.update(zip((m.run_tag, m.run_tag + 1), u32(block.tag), strict=True))
     for i, s in enumerate(block.slots):
@@ -49,6 +48,12 @@ def block_registers(target: ModbusTarget, block: Block) -> dict[int, int]:
         regs[base + SLOT_FIELDS["station"]] = s.station
         regs[base + SLOT_FIELDS["verdict"]] = s.verdict
         regs[base + SLOT_FIELDS["reason"]] = s.reason
+    return regs
+
+
+def status_registers(m: ModbusMap, heartbeat: int, status: int, lost: int) -> dict[int, int]:
+    regs = {m.heartbeat: heartbeat & 0xFFFF, m.status: status & 0xFFFF}
+    regs.update(zip((m.lost, m.lost + 1), u32(lost), strict=True))
     return regs
 
 
@@ -109,7 +114,7 @@ class ModbusLink:
             raise PlcError(msg) from exc
 
     async def write_block(self, block: Block) -> None:
-        await self._write(runs(block_registers(self.target, block)))
+        await self._write(runs(block_registers(self.target.map, block)))
 
     async def set_ready(self, ready: bool) -> None:  # noqa: FBT001
         await self._write([(self.target.map.ready, [int(ready)])])
@@ -126,7 +131,4 @@ class ModbusLink:
         return bool(self._check(rr, "read of ack").registers[0])
 
     async def write_status(self, heartbeat: int, status: int, lost: int) -> None:
-        m = self.target.map
-        regs = {m.heartbeat: heartbeat & 0xFFFF, m.status: status & 0xFFFF}
-        regs.update(zip((m.lost, m.lost + 1), u32(lost), strict=True))
-        await self._write(runs(regs))
+        await self._write(runs(status_registers(self.target.map, heartbeat, status, lost)))

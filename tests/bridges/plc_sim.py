@@ -291,3 +291,69 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+class S7Plc:
+    """snap7's server with one data block; a 1 ms scan thread runs the PLC side."""
+
+    def __init__(self, port: int, db: int = 10, m: ModbusMap | None = None) -> None:
+        from snap7.server import Server as S7Server  # noqa: PLC0415
+
+        self.port = port
+        self.db = db
+        self.map = m or ModbusMap()
+        self.mem = bytearray(2 * REGISTERS)
+        self.recorder = Recorder(None)
+        self.server = S7Server(log=False)
+        self._stop = threading.Event()
+        self._scan = threading.Thread(target=self._scan_loop, daemon=True)
+
+    def word(self, reg: int) -> int:
+        return int.from_bytes(self.mem[2 * reg : 2 * reg + 2], "big")
+
+    def _set(self, reg: int, value: int) -> None:
+        self.mem[2 * reg : 2 * reg + 2] = value.to_bytes(2, "big")
+
+    def start(self) -> S7Plc:
+        from snap7.type import SrvArea  # noqa: PLC0415
+
+        self.server.register_area(SrvArea.DB, self.db, self.mem)
+        self.server.start(tcp_port=self.port)
+        self._scan.start()
+        return self
+
+    def _scan_loop(self) -> None:
+        m = self.map
+        was_ready = 0
+        while not self._stop.wait(0.001):
+            ready = self.word(m.ready)
+            if ready and not was_ready:
+                regs = [self.word(r) for r in range(REGISTERS)]
+                self._take(regs)
+                self._set(m.ack, 1)
+            elif not ready and self.word(m.ack):
+                self._set(m.ack, 0)
+            was_ready = ready
+
+    def _take(self, regs: list[int]) -> None:
+        m = self.map
+        tag = _u32(regs[m.run_tag], regs[m.run_tag + 1])
+        slots = []
+        for i in range(regs[m.count]):
+            b = m.slot_base + i * m.slot_stride
+            slots.append(
+                {
+                    "seq": _u32(regs[b], regs[b + 1]),
+                    "cell_id": _u32(regs[b + 2], regs[b + 3]),
+                    "station": regs[b + SLOT_FIELDS["station"]],
+                    "verdict": regs[b + SLOT_FIELDS["verdict"]],
+                    "reason": regs[b + SLOT_FIELDS["reason"]],
+                }
+            )
+        self.recorder.take(tag, slots)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._scan.join(5)
+        self.server.stop()
+        self.server.destroy()
