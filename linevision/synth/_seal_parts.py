@@ -29,7 +29,6 @@ MARGIN_TOL_MM: Final = 0.3
 FLANGE_MM: Final = 0.5
 TRIM_TOL_MM: Final = 0.2
 _SHAPE: Final = (HEIGHT, WIDTH)
-_ROWS: Final = np.arange(HEIGHT, dtype=np.float32)[:, None]
 _COLS: Final = np.arange(WIDTH, dtype=np.float32)
 _CENTRE_COL: Final = (WIDTH - 1) / 2.0
 
@@ -102,7 +101,7 @@ def _sign(rng: np.random.Generator) -> float:
 
 def sample_base(rng: np.random.Generator) -> tuple[Geometry, Look]:
     tilt = _u(rng, -0.006, 0.006) * (_COLS - _CENTRE_COL)
-    head = (_u(rng, 14.0, 24.0) + tilt).astype(np.float32)
+    head = (_u(rng, 20.0, 30.0) + tilt).astype(np.float32)
     margin = _u(rng, MARGIN_MM - 0.22, MARGIN_MM + 0.22) * PX_PER_MM
     body = head - margin + _u(rng, 0.1, 0.5) * profile(rng, int(rng.integers(3, 9)), WIDTH)
     seal_out = head + SEAL_MM * PX_PER_MM + _u(rng, -0.5, 0.5)

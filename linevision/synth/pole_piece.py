@@ -20,6 +20,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from linevision.synth._common import write_csv, write_image
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from pathlib import Path
@@ -564,16 +566,20 @@ def generate_batch(n_per_class: int, seed: int) -> tuple[U8Image, npt.NDArray[np
 
 
 def write_dataset(out_dir: Path, n_per_class: int, seed: int) -> int:
-    """Write ``<out_dir>/<Class>/<Class>_00000.png`` for every class; return the image count."""
-    count = 0
+    """Write ``<Class>/<Class>_00000.png`` for every class and ``labels.csv``; return the count.
+
+    ``labels.csv`` has the header ``image,label``, one row per image, paths relative to
+    ``out_dir`` (the folder contract of ``linevision.synth.contract``).
+    """
+    if n_per_class < 0:
+        msg = f"n_per_class must be >= 0, got {n_per_class}"
+        raise ValueError(msg)
+    rows = []
     for class_index, label in enumerate(CLASSES):
-        folder = out_dir / label
-        folder.mkdir(parents=True, exist_ok=True)
         for i in range(n_per_class):
             image = generate(label, _image_rng(seed, class_index, i))
-            path = folder / f"{label}_{i:05d}.png"
-            if not cv2.imwrite(str(path), image):
-                msg = f"could not write {path}"
-                raise OSError(msg)
-            count += 1
-    return count
+            name = f"{label}/{label}_{i:05d}.png"
+            write_image(out_dir / name, image)
+            rows.append((name, label))
+    write_csv(out_dir / "labels.csv", ("image", "label"), rows)
+    return len(rows)

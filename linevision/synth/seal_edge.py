@@ -228,9 +228,11 @@ def defect_mask(scene: Scene) -> U8Image:
 
 def nominal_scene() -> Scene:
     """The design seal: centred, square to the strip, every dimension at its set point."""
-    head = np.full(WIDTH, 18.0 + MARGIN_MM * PX_PER_MM, dtype=np.float32)
+    head = np.full(WIDTH, 15.0 + MARGIN_MM * PX_PER_MM, dtype=np.float32)
     seal_out = head + SEAL_MM * PX_PER_MM
-    geometry = Geometry(head - MARGIN_MM * PX_PER_MM, head, seal_out, seal_out + FLANGE_MM * 10.0)
+    geometry = Geometry(
+        head - MARGIN_MM * PX_PER_MM, head, seal_out, seal_out + FLANGE_MM * PX_PER_MM
+    )
     look = Look(108.0, 168.0, 132.0, 177.0, 235.0, 28.0, 21.0, 7.0, 45.0, 0.0, 17.0)
     return Scene("OK", geometry, geometry, look)
 

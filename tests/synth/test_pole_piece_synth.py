@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import time
 
 import cv2
@@ -89,15 +90,17 @@ def test_write_dataset_folder_contract(tmp_path) -> None:
     count = pp.write_dataset(tmp_path / "ds", n_per_class=2, seed=9)
     assert count == 10
     images, labels = pp.generate_batch(2, seed=9)
-    assert sorted(p.name for p in (tmp_path / "ds").iterdir()) == sorted(pp.CLASSES)
-    for k, (image, label) in enumerate(zip(images, labels, strict=True)):
-        name = pp.CLASSES[label]
-        path = tmp_path / "ds" / name / f"{name}_{k % 2:05d}.png"
-        assert path.is_file()
-        loaded = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    with (tmp_path / "ds" / "labels.csv").open(encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["image", "label"]
+    expected = [[f"{c}/{c}_{i:05d}.png", c] for c in pp.CLASSES for i in range(2)]
+    assert rows[1:] == expected
+    for (name, _), image in zip(expected, images, strict=True):
+        loaded = cv2.imread(str(tmp_path / "ds" / name), cv2.IMREAD_UNCHANGED)
         assert loaded.dtype == np.uint8
         assert loaded.shape == (224, 224)
         assert np.array_equal(loaded, image)
+    assert [pp.CLASSES[k] for k in labels] == [row[1] for row in expected]
     assert len(list((tmp_path / "ds").rglob("*.png"))) == 10
 
 
