@@ -34,11 +34,13 @@ def find_models_root() -> Path:
 def ensure_pole_piece_images(folder: Path, count: int = DEMO_IMAGES, seed: int = DEMO_SEED) -> Path:
     """Write ``count`` generated images (mixed classes, mostly Normal) once; reuse after."""
     folder.mkdir(parents=True, exist_ok=True)
-    marker = folder / f".complete-{count}-{seed}"
+    # the emulator serves every file in the folder, so the marker lives beside it
+    marker = folder.parent / f".{folder.name}-complete-{count}-{seed}"
     if marker.exists():
         return folder
-    for old in folder.glob("*.png"):
-        old.unlink()
+    for old in folder.iterdir():
+        if old.is_file():
+            old.unlink()
     rng = np.random.default_rng(seed)
     weights = np.array([0.6, 0.1, 0.1, 0.1, 0.1])
     for i in range(count):

@@ -1,6 +1,6 @@
 """Train the pole-piece burr classifier on generated crops and ship it as ONNX (seed 002).
 
-    python -m linevision.train.pole_piece --out models/pole_piece --seed 0 --epochs 12 --minutes 10
+    python -m linevision.train.pole_piece --out models/pole_piece --seed 0 --epochs 30 --minutes 11
 
 Training and validation crops come from :mod:`linevision.synth.pole_piece` with different
 seeds. The network is a plain CNN (six conv-BN-ReLU blocks, five of them stride 2, global
@@ -68,8 +68,8 @@ log = get_logger(__name__)
 class TrainConfig:
     out: Path
     seed: int = 0
-    epochs: int = 12
-    minutes: float = 10.0
+    epochs: int = 30
+    minutes: float = 11.0
     train_per_class: int = 1000
     val_per_class: int = 200
     batch_size: int = 32
@@ -460,11 +460,11 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     )
     parser.add_argument("--out", type=Path, default=Path("models") / NAME)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument(
         "--minutes",
         type=float,
-        default=10.0,
+        default=11.0,
         help="wall-clock budget for data generation and training; export follows",
     )
     parser.add_argument("--train-per-class", type=int, default=1000)
