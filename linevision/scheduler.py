@@ -105,7 +105,12 @@ class CellArbiter:
         decision: Decision,
         started_mono_ns: int | None = None,
     ) -> bool:
-        """The station's result for a registered cell; False (and counted) when late."""
+        """The station's result for a registered cell; False (and counted) when late.
+
+        A model decision that arrives after the cell's deadline, before the deadline thread
+        got to it, is still late: the cell becomes NG ``timeout``, never the late result.
+        """
+        now = time.monotonic_ns()
         with self._lock:
             p = self._pending.pop((station, cell_id), None)
             if p is None:
@@ -115,6 +120,14 @@ class CellArbiter:
                 self._remember((station, cell_id))
         if p is None:
             log.warning("late_result", station=station, cell_id=cell_id, verdict=decision.verdict)
+            return False
+        if decision.reason in (None, "defect") and now > p.deadline_mono_ns:
+            self.counters["late_result"] += 1
+            self.counters["deadline_missed"] += 1
+            log.warning(
+                "deadline_missed", station=station, cell_id=cell_id, late_verdict=decision.verdict
+            )
+            self._emit(p, Decision.fault("timeout", "deadline", p.model))
             return False
         self._emit(p, decision)
         return True

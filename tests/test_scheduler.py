@@ -176,3 +176,18 @@ def test_model_exception_is_model_error_ng():
     finally:
         worker.stop()
         arb.stop()
+
+
+def test_result_after_deadline_is_timeout_even_before_the_deadline_thread_runs():
+    pub = Collector()
+    arb = CellArbiter(pub)  # deadline thread not started: resolve alone must enforce it
+    arb.expect(_frame(3), "s", 0.001, None)
+    time.sleep(0.002)
+    assert not arb.resolve("s", 3, _ok())
+    (v,) = pub.items
+    assert (v.decision.verdict, v.decision.reason) == ("NG", "timeout")
+    assert arb.counters["late_result"] == 1
+    arb.expect(_frame(4), "s", 0.001, None)
+    time.sleep(0.002)
+    assert arb.resolve("s", 4, Decision.fault("overload", "queue_full"))
+    assert pub.items[-1].decision.reason == "overload"

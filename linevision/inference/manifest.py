@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 MANIFEST_NAME = "manifest.json"
 
@@ -39,11 +40,34 @@ class Normalisation(_Model):
     std: tuple[float, ...] = (1.0,)
 
 
+class ViewSpec(_Model):
+    """One view of a ``reference_compare`` model: its input size and its head inputs."""
+
+    name: str
+    height: int = Field(gt=0)
+    width: int = Field(gt=0)
+    inspection_input: str
+    reference_input: str
+
+
+REFERENCE_ROLES = ("encoder", "head")
+
+
 class Manifest(_Model):
+    """A model folder's description.
+
+    ``classifier``: ``file`` maps ``input`` to class scores ``output``.
+    ``reference_compare``: ``files`` maps each role (``encoder``, ``head``) to its ONNX file,
+    ``sha256s`` gives each file's digest; ``file``/``sha256`` repeat the encoder's, which turns
+    one view resized to its ``views`` size into ``feature_output``; the head takes every view's
+    inspection and reference features and returns (OK, NG) logits as ``output``. ``threshold``
+    is then the P(NG) at or above which a cell is NG.
+    """
+
     schema_version: Literal[1] = 1
     name: str
     version: str
-    kind: Literal["classifier"]
+    kind: Literal["classifier", "reference_compare"]
     file: str = "model.onnx"
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     input: InputSpec
@@ -54,6 +78,28 @@ class Manifest(_Model):
     threshold: float = Field(default=0.0, ge=0.0, le=1.0)
     training: dict[str, object] = Field(default_factory=dict)
     metrics: dict[str, object] = Field(default_factory=dict)
+    files: dict[str, str] = Field(default_factory=dict)
+    sha256s: dict[str, str] = Field(default_factory=dict)
+    views: tuple[ViewSpec, ...] = ()
+    feature_output: str | None = None
+
+    @model_validator(mode="after")
+    def _reference_fields(self) -> Self:
+        if self.kind != "reference_compare":
+            return self
+        if set(self.files) != set(REFERENCE_ROLES) or set(self.sha256s) != set(REFERENCE_ROLES):
+            msg = f"reference_compare needs files and sha256s for exactly {REFERENCE_ROLES}"
+            raise ValueError(msg)
+        if not all(re.fullmatch(r"[0-9a-f]{64}", v) for v in self.sha256s.values()):
+            msg = "sha256s must be 64 lower-case hex digits each"
+            raise ValueError(msg)
+        if self.files["encoder"] != self.file or self.sha256s["encoder"] != self.sha256:
+            msg = "file and sha256 must repeat files['encoder'] and sha256s['encoder']"
+            raise ValueError(msg)
+        if not self.views or self.feature_output is None:
+            msg = "reference_compare needs views and feature_output"
+            raise ValueError(msg)
+        return self
 
 
 class ModelFileError(Exception):
@@ -90,7 +136,28 @@ def load_manifest(model_dir: Path) -> tuple[Manifest, Path]:
             f"but {manifest_path} expects {manifest.sha256}"
         )
         raise ModelFileError(msg)
+    for role, name in manifest.files.items():
+        _verify_file(model_dir / name, manifest.sha256s[role], manifest_path)
     return manifest, onnx_path
+
+
+def _verify_file(path: Path, expected: str, manifest_path: Path) -> None:
+    if not path.is_file():
+        msg = f"model file not found: {path} (named by {manifest_path})"
+        raise ModelFileError(msg)
+    actual = sha256_file(path)
+    if actual != expected:
+        msg = f"model file {path} has sha256 {actual}, but {manifest_path} expects {expected}"
+        raise ModelFileError(msg)
+
+
+def load_model_files(model_dir: Path) -> tuple[Manifest, dict[str, Path]]:
+    """Read and check a ``reference_compare`` folder; return it and each role's verified file."""
+    manifest, _ = load_manifest(model_dir)
+    if manifest.kind != "reference_compare":
+        msg = f"{model_dir / MANIFEST_NAME}: kind {manifest.kind!r}, expected 'reference_compare'"
+        raise ModelFileError(msg)
+    return manifest, {role: model_dir / name for role, name in manifest.files.items()}
 
 
 def write_manifest(model_dir: Path, manifest: Manifest) -> Path:

@@ -1,0 +1,193 @@
+"""Reference-compare models (seal_edge, six_view): encode views, cache the reference, decide.
+
+A ``reference_compare`` folder holds ``encoder.onnx`` (one view -> feature map) and
+``head.onnx`` (every view's inspection and reference features -> (OK, NG) logits). The
+reference images of a recipe change only with the recipe, so ``set_reference`` encodes them
+once; each cell then costs one encoder run per view (as each view arrives) and one head run.
+
+    model = ReferenceModel(Path("models/six_view"))
+    model.set_reference(reference_views)                 # once per recipe
+    features = [model.encode(img, view) for view, img in zip(model.view_names, views)]
+    decision = model.decide(*features)                   # Decision(verdict="OK" | "NG", ...)
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from linevision.inference.classifier import preprocess
+from linevision.inference.manifest import Manifest, ModelFileError, ViewSpec, load_model_files
+from linevision.inference.session import SessionOptions
+from linevision.log import get_logger
+from linevision.types import Decision, Image, ModelRef
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+F32Array = npt.NDArray[np.float32]
+F64Array = npt.NDArray[np.float64]
+
+log = get_logger(__name__)
+
+_OPT_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+class NoReferenceError(RuntimeError):
+    """``decide`` was called before ``set_reference``: there is nothing to compare with."""
+
+
+def _session(path: Path, options: SessionOptions) -> Any:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = options.intra_op_threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = _OPT_LEVELS[options.graph_optimization]
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        msg = f"onnxruntime cannot load {path}: {exc}"
+        raise ModelFileError(msg) from exc
+
+
+def _names(session: Any, attr: str) -> set[str]:
+    return {str(i.name) for i in getattr(session, attr)()}
+
+
+def p_ng(logits: F32Array) -> F64Array:
+    """P(NG) from (N, 2) logits ordered (OK, NG), in float64 so thresholds near 1 still work."""
+    z = np.asarray(logits, dtype=np.float64)
+    return np.asarray(1.0 / (1.0 + np.exp(z[:, 0] - z[:, 1])), dtype=np.float64)
+
+
+class ReferenceModel:
+    """One verified ``reference_compare`` model folder with its cached reference features."""
+
+    def __init__(self, model_dir: Path, options: SessionOptions = SessionOptions()) -> None:
+        t0 = time.perf_counter()
+        self.manifest: Manifest
+        self.manifest, files = load_model_files(model_dir)
+        self._encoder = _session(files["encoder"], options)
+        self._head = _session(files["head"], options)
+        self._check_io(files)
+        self.views: dict[str, ViewSpec] = {v.name: v for v in self.manifest.views}
+        self.view_names: tuple[str, ...] = tuple(self.views)
+        self.threshold = self.manifest.threshold
+        self.ref = ModelRef(
+            name=self.manifest.name, version=self.manifest.version, sha256=self.manifest.sha256
+        )
+        self._reference: tuple[F32Array, ...] | None = None
+        self.encoder_runs = 0
+        self.load_ms = (time.perf_counter() - t0) * 1000.0
+        log.info(
+            "model_loaded",
+            model=self.ref.name,
+            version=self.ref.version,
+            kind=self.manifest.kind,
+            views=list(self.view_names),
+            ms=round(self.load_ms, 1),
+        )
+
+    def _check_io(self, files: dict[str, Path]) -> None:
+        m = self.manifest
+        checks = [
+            (files["encoder"], _names(self._encoder, "get_inputs"), {m.input.name}),
+            (files["encoder"], _names(self._encoder, "get_outputs"), {m.feature_output}),
+            (files["head"], _names(self._head, "get_outputs"), {m.output}),
+            (
+                files["head"],
+                _names(self._head, "get_inputs"),
+                {n for v in m.views for n in (v.inspection_input, v.reference_input)},
+            ),
+        ]
+        for path, actual, wanted in checks:
+            if wanted != actual and not wanted <= actual:
+                msg = f"{path}: manifest names {sorted(map(str, wanted))}, model has {sorted(actual)}"
+                raise ModelFileError(msg)
+
+    def _view(self, view: str | None) -> ViewSpec:
+        if view is None:
+            if len(self.views) != 1:
+                msg = f"model {self.ref.name} has views {self.view_names}; name one"
+                raise ValueError(msg)
+            return self.manifest.views[0]
+        spec = self.views.get(str(view))
+        if spec is None:
+            msg = f"model {self.ref.name} has no view {view!r}; views are {self.view_names}"
+            raise ValueError(msg)
+        return spec
+
+    def preprocess(self, images: Sequence[Image], view: str | None = None) -> F32Array:
+        """Images of one view -> (N, channels, height, width) as the model was trained on."""
+        spec = self._view(view)
+        size = self.manifest.input.model_copy(update={"height": spec.height, "width": spec.width})
+        return np.stack([preprocess(img, size, self.manifest.normalisation) for img in images])
+
+    def encode_batch(self, images: Sequence[Image], view: str | None = None) -> F32Array:
+        """Feature maps (N, C, h, w) of several images of one view."""
+        x = self.preprocess(images, view)
+        self.encoder_runs += 1
+        out = self._encoder.run([self.manifest.feature_output], {self.manifest.input.name: x})
+        return np.asarray(out[0], dtype=np.float32)
+
+    def encode(self, image: Image, view: str | None = None) -> F32Array:
+        """The feature map (1, C, h, w) of one image of ``view`` (optional for one view)."""
+        return self.encode_batch([image], view)
+
+    def set_reference(self, images: Sequence[Image]) -> None:
+        """Encode the recipe's reference images, one per view in ``view_names`` order, once."""
+        if len(images) != len(self.view_names):
+            msg = (
+                f"model {self.ref.name} needs {len(self.view_names)} reference images "
+                f"(views {self.view_names}), got {len(images)}"
+            )
+            raise ValueError(msg)
+        t0 = time.perf_counter()
+        self._reference = tuple(
+            self.encode(img, view) for view, img in zip(self.view_names, images, strict=True)
+        )
+        log.info(
+            "reference_set", model=self.ref.name, ms=round((time.perf_counter() - t0) * 1e3, 2)
+        )
+
+    @property
+    def has_reference(self) -> bool:
+        return self._reference is not None
+
+    def scores(self, *features: F32Array) -> F64Array:
+        """P(NG) per cell from each view's inspection features (N, C, h, w), in view order."""
+        if self._reference is None:
+            msg = f"model {self.ref.name}: set_reference was not called for this recipe"
+            raise NoReferenceError(msg)
+        if len(features) != len(self.view_names):
+            msg = f"model {self.ref.name} needs features of {len(self.view_names)} views"
+            raise ValueError(msg)
+        feeds: dict[str, F32Array] = {}
+        for spec, insp, ref in zip(self.manifest.views, features, self._reference, strict=True):
+            feeds[spec.inspection_input] = insp
+            feeds[spec.reference_input] = ref
+        logits = self._head.run([self.manifest.output], feeds)[0]
+        return p_ng(np.asarray(logits, dtype=np.float32))
+
+    def decide(self, *features: F32Array) -> Decision:
+        """OK / NG for one cell from each view's features: NG when P(NG) >= the threshold.
+
+        ``score`` is P(NG); ``infer_ms`` is the head's time (encoders ran as views arrived).
+        """
+        t0 = time.perf_counter()
+        score = float(self.scores(*features)[0])
+        infer_ms = (time.perf_counter() - t0) * 1000.0
+        if score >= self.threshold:
+            return Decision("NG", "defect", "NG", score, model=self.ref, infer_ms=infer_ms)
+        return Decision("OK", None, "OK", score, model=self.ref, infer_ms=infer_ms)

@@ -1,0 +1,272 @@
+"""What the reference-compare trainers (seal_edge, six_view) share.
+
+Both freeze a pretrained EfficientNet-Lite0 stem, compute its features once per image with
+onnxruntime, and train only the trainable layers on those cached features; this module holds
+the onnxruntime helpers, the time-budgeted training loop, the OK/NG metrics and the
+calibration of the decision threshold on P(NG).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+from torch.nn import functional
+
+from linevision.log import get_logger
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+ONNX_OPSET: Final = 18
+TARGET_NG_RECALL: Final = 0.99
+TARGET_OK_FALSE_REJECT: Final = 0.02
+CALIBRATION_NG_RECALL: Final = 0.995
+CALIBRATION_OK_FALSE_REJECT: Final = 0.01
+MARGIN_LIMIT: Final = 30.0
+
+F32Array = npt.NDArray[np.float32]
+F64Array = npt.NDArray[np.float64]
+U8Image = npt.NDArray[np.uint8]
+Labels = npt.NDArray[np.int64]
+
+log = get_logger(__name__)
+
+
+def read_gray(path: Path) -> U8Image:
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        msg = f"cannot read image {path}"
+        raise OSError(msg)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def ort_session(path: Path, threads: int = 1) -> Any:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def export_onnx(
+    module: nn.Module,
+    example: tuple[torch.Tensor, ...],
+    path: Path,
+    names: tuple[Sequence[str], Sequence[str]],
+    dynamic_axes: Mapping[str, Mapping[int, str]],
+) -> None:
+    """Legacy exporter at opset 18, then ``onnx.checker``; ``names`` = (inputs, outputs)."""
+    module.eval()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript")
+        torch.onnx.export(
+            module,
+            example,
+            str(path),
+            input_names=list(names[0]),
+            output_names=list(names[1]),
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+            dynamic_axes={k: dict(v) for k, v in dynamic_axes.items()},
+        )
+    onnx.checker.check_model(onnx.load(str(path)))
+
+
+def ng_margin(logits: F32Array) -> F64Array:
+    """logit(P(NG)) from (N, 2) logits ordered (OK, NG); P(NG) = sigmoid(margin)."""
+    z = np.asarray(logits, dtype=np.float64)
+    return np.asarray(z[:, 1] - z[:, 0], dtype=np.float64)
+
+
+def sigmoid(x: F64Array | float) -> F64Array:
+    return np.asarray(1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64))), dtype=np.float64)
+
+
+def auroc(labels: Labels, scores: F64Array) -> float:
+    """Area under the ROC curve, NG (label 1) as positive; ties count one half."""
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
+    ranks = np.empty(len(order), dtype=np.float64)
+    ranks[order] = np.arange(1, len(order) + 1)
+    values = np.concatenate([pos, neg])
+    for value in np.unique(values):
+        tied = values == value
+        ranks[tied] = ranks[tied].mean()
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def binary_metrics(labels: Labels, margins: F64Array, threshold: float) -> dict[str, float | int]:
+    """OK/NG figures at P(NG) >= ``threshold`` (labels: 0 OK, 1 NG)."""
+    predicted = sigmoid(margins) >= threshold
+    ng, ok = labels == 1, labels == 0
+    return {
+        "accuracy": round(float(np.mean(predicted == ng)), 4),
+        "ng_recall": round(float(np.mean(predicted[ng])) if ng.any() else float("nan"), 4),
+        "ok_false_reject": round(float(np.mean(predicted[ok])) if ok.any() else float("nan"), 4),
+        "auroc": round(auroc(labels, margins), 5),
+        "ng": int(ng.sum()),
+        "ok": int(ok.sum()),
+        "missed_ng": int((~predicted[ng]).sum()),
+        "rejected_ok": int(predicted[ok].sum()),
+    }
+
+
+def false_reject_at_recall(labels: Labels, margins: F64Array, recall: float) -> float:
+    """OK false-reject rate at the highest threshold that keeps NG recall >= ``recall``."""
+    ng = np.sort(margins[labels == 1])
+    ok = margins[labels == 0]
+    if len(ng) == 0 or len(ok) == 0:
+        return float("nan")
+    cut = ng[math.floor((1.0 - recall) * len(ng) + 1e-9)]
+    return float(np.mean(ok >= cut))
+
+
+def calibrate_threshold(labels: Labels, margins: F64Array) -> tuple[float, str]:
+    """The P(NG) threshold, and how it was chosen, from held-out margins.
+
+    With the stricter calibration targets (NG recall 0.995, OK false reject 0.01) the lowest
+    and highest admissible margins bound an interval; the threshold is its midpoint in logit
+    space. When the interval is empty, recall wins: the highest threshold with NG recall 0.99.
+    """
+    ng = np.sort(margins[labels == 1])
+    ok = np.sort(margins[labels == 0])[::-1]
+    if len(ng) == 0 or len(ok) == 0:
+        msg = "threshold calibration needs both OK and NG samples"
+        raise ValueError(msg)
+    high = float(ng[math.floor((1.0 - CALIBRATION_NG_RECALL) * len(ng) + 1e-9)])
+    allowed = math.floor(CALIBRATION_OK_FALSE_REJECT * len(ok) + 1e-9)
+    low = float(ok[allowed]) if allowed < len(ok) else -MARGIN_LIMIT
+    if low < high:
+        margin = (low + high) / 2.0
+        how = "midpoint (logit space) of the interval meeting recall 0.995 and false reject 0.01"
+    else:
+        margin = float(ng[math.floor((1.0 - TARGET_NG_RECALL) * len(ng) + 1e-9)]) - 1e-3
+        how = "highest threshold keeping NG recall 0.99 (targets not both reachable)"
+    margin = float(np.clip(margin, -MARGIN_LIMIT, MARGIN_LIMIT))
+    return float(sigmoid(margin)), how
+
+
+def latency_ms(run: Callable[[], object], runs: int, warmup: int = 10) -> dict[str, float]:
+    for _ in range(warmup):
+        run()
+    times = np.empty(runs)
+    for i in range(runs):
+        t0 = time.perf_counter()
+        run()
+        times[i] = time.perf_counter() - t0
+    return {
+        "median": round(float(np.median(times)) * 1e3, 3),
+        "p90": round(float(np.percentile(times, 90)) * 1e3, 3),
+    }
+
+
+def lr_at(progress: float, peak: float, warmup: float = 0.05) -> float:
+    """Linear warm-up, then cosine decay to 2 % of ``peak`` at ``progress`` 1."""
+    if progress < warmup:
+        return peak * max(progress / warmup, 0.05)
+    t = min((progress - warmup) / (1.0 - warmup), 1.0)
+    return peak * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * t)))
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    seed: int
+
+
+@dataclass
+class FitResult:
+    epochs_run: int = 0
+    best_epoch: int = -1
+    best_key: tuple[float, float] = (-math.inf, -math.inf)
+    seconds: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def fit(
+    model: nn.Module,
+    batch_loss: Callable[[npt.NDArray[np.int64]], torch.Tensor],
+    n_train: int,
+    validate: Callable[[], tuple[Labels, F64Array]],
+    config: FitConfig,
+    deadline: float,
+) -> FitResult:
+    """AdamW on mini-batches of ``n_train`` samples; keeps the best validation epoch.
+
+    An epoch's key is (-OK false reject at NG recall 0.99, -validation loss), higher better.
+    Stops after ``config.epochs`` or before an epoch would end past ``deadline`` (monotonic);
+    the learning rate follows whichever of the two runs out first.
+    """
+    rng = np.random.default_rng(config.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = max(n_train // config.batch_size, 1)
+    total = config.epochs * steps_per_epoch
+    started = time.monotonic()
+    result = FitResult()
+    best_state = copy.deepcopy(model.state_dict())
+    step, epoch_seconds = 0, 0.0
+    for epoch in range(1, config.epochs + 1):
+        t_epoch = time.monotonic()
+        if t_epoch + epoch_seconds > deadline:
+            break
+        model.train()
+        losses: list[float] = []
+        order = rng.permutation(n_train)
+        for start in range(0, steps_per_epoch * config.batch_size, config.batch_size):
+            elapsed = (time.monotonic() - started) / max(deadline - started, 1.0)
+            lr = lr_at(max(step / total, elapsed), config.lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss = batch_loss(order[start : start + config.batch_size])
+            optimizer.zero_grad(set_to_none=True)
+            torch.autograd.backward(loss)
+            optimizer.step()
+            losses.append(float(loss.item()))
+            step += 1
+        labels, margins = validate()
+        val_loss = float(np.mean(np.logaddexp(0.0, np.where(labels == 1, -margins, margins))))
+        false_reject = false_reject_at_recall(labels, margins, TARGET_NG_RECALL)
+        epoch_seconds = time.monotonic() - t_epoch
+        entry = {
+            "epoch": epoch,
+            "loss": round(float(np.mean(losses)), 5),
+            "val_loss": round(val_loss, 5),
+            "val_auroc": round(auroc(labels, margins), 5),
+            "val_false_reject_at_recall_0.99": round(false_reject, 4),
+            "lr": round(lr, 6),
+            "seconds": round(time.monotonic() - started, 1),
+        }
+        result.history.append(entry)
+        result.epochs_run = epoch
+        log.info("epoch_done", **entry)
+        key = (-false_reject, -val_loss)
+        if key > result.best_key:
+            result.best_key, result.best_epoch = key, epoch
+            best_state = copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ng_weight: float) -> torch.Tensor:
+    weight = torch.tensor([1.0, ng_weight], dtype=logits.dtype)
+    return functional.cross_entropy(logits, labels, weight=weight)

@@ -1,0 +1,392 @@
+"""Train a reference-compare station model on cached stem features and ship it.
+
+The station module (seal_edge, six_view) gives a ``Station``: its views, its trainable
+adapter (the part of the encoder after the frozen pretrained stem) and its head. This module
+reads the dataset folders, caches the stem features, trains, exports ``encoder.onnx`` and
+``head.onnx``, calibrates the P(NG) threshold on the validation folders through the runtime
+(``linevision.inference.reference``), measures the test folders and writes the manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from linevision.inference.classifier import preprocess
+from linevision.inference.manifest import (
+    InputSpec,
+    Manifest,
+    Normalisation,
+    ViewSpec,
+    sha256_file,
+    write_manifest,
+)
+from linevision.log import get_logger
+from linevision.synth.contract import read_labels, reference_paths
+from linevision.train import _compare, _evaluate
+from linevision.train.efficientnet_lite import pretrained_stem
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from linevision.types import Image
+
+ENCODER_FILE: Final = "encoder.onnx"
+HEAD_FILE: Final = "head.onnx"
+IMAGE: Final = "image"
+FEATURES: Final = "features"
+LOGITS: Final = "logits"
+ONNX_TOLERANCE: Final = 1e-3
+
+log = get_logger(__name__)
+
+
+class Trainable(Protocol):
+    adapter: nn.Module
+    head: nn.Module
+
+    def parameters(self, recurse: bool = True) -> Any: ...  # noqa: D102, FBT001, FBT002
+
+
+@dataclass(frozen=True)
+class Station:
+    name: str
+    views: tuple[ViewSpec, ...]
+    input_spec: InputSpec
+    normalisation: Normalisation
+    stride: int
+    build: Callable[[], nn.Module]
+    architecture: str
+    dynamic_size: bool
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: tuple[Path, ...]
+    out: Path
+    val: tuple[Path, ...] = ()
+    test: tuple[Path, ...] = ()
+    epochs: int = 30
+    minutes: float = 10.0
+    seed: int = 0
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    ng_weight: float = 2.0
+    threads: int = 2
+
+
+@dataclass(frozen=True)
+class Cells:
+    """One folder (one reference) worth of samples: per cell one image per view, labels 0/1."""
+
+    folder: Path
+    views: list[tuple[Image, ...]]
+    labels: _compare.Labels
+    reference: tuple[Image, ...]
+
+    def subset(self, index: Sequence[int]) -> Cells:
+        picked = [self.views[i] for i in index]
+        return Cells(self.folder, picked, self.labels[np.asarray(index, dtype=np.int64)], self.reference)
+
+
+def load_cells(folder: Path, station: str) -> Cells:
+    samples = read_labels(folder, station)
+    views = [
+        tuple(_compare.read_gray(p) for p in (s.views or (s.path,))) for s in samples
+    ]
+    labels = np.asarray([int(s.label == "NG") for s in samples], dtype=np.int64)
+    reference = tuple(_compare.read_gray(p) for p in reference_paths(folder, station))
+    return Cells(folder, views, labels, reference)
+
+
+def load_sets(config: RunConfig, station: str) -> dict[str, list[Cells]]:
+    """``train``, ``val`` and ``test`` folders; without ``--val``, 20 % of each data folder."""
+    train = [load_cells(f, station) for f in config.data]
+    val = [load_cells(f, station) for f in config.val]
+    if not val:
+        rng = np.random.default_rng(config.seed)
+        split_train, split_val = [], []
+        for cells in train:
+            order = rng.permutation(len(cells.labels))
+            cut = max(len(order) // 5, 1)
+            split_val.append(cells.subset(order[:cut].tolist()))
+            split_train.append(cells.subset(order[cut:].tolist()))
+        train, val = split_train, split_val
+    test = [load_cells(f, station) for f in config.test]
+    return {"train": train, "val": val, "test": test}
+
+
+@dataclass
+class Cached:
+    """Stem features per view (N, C, h, w) float16, labels, references per folder, folder index."""
+
+    features: list[np.ndarray]
+    labels: _compare.Labels
+    references: list[np.ndarray]
+    folder: npt_int
+
+
+npt_int = np.ndarray
+
+
+def _input(station: Station, view: ViewSpec) -> InputSpec:
+    return station.input_spec.model_copy(update={"height": view.height, "width": view.width})
+
+
+def cache_features(station: Station, session: object, sets: list[Cells]) -> Cached:
+    run = getattr(session, "run")  # noqa: B009
+
+    def encode(images: Sequence[Image], spec: InputSpec) -> np.ndarray:
+        x = [preprocess(img, spec, station.normalisation) for img in images]
+        out = [
+            np.asarray(run(None, {IMAGE: np.stack(x[i : i + 32])})[0], dtype=np.float16)
+            for i in range(0, len(x), 32)
+        ]
+        return np.concatenate(out)
+
+    features, references = [], []
+    for v, view in enumerate(station.views):
+        spec = _input(station, view)
+        features.append(np.concatenate([encode([c[v] for c in s.views], spec) for s in sets]))
+        references.append(np.concatenate([encode([s.reference[v]], spec) for s in sets]))
+    labels = np.concatenate([s.labels for s in sets])
+    folder = np.concatenate([np.full(len(s.labels), i) for i, s in enumerate(sets)])
+    return Cached(features, labels, references, folder)
+
+
+def _forward(model: nn.Module, cached: Cached, index: np.ndarray) -> torch.Tensor:
+    """Adapter over the inspection and (unique) reference features in one pass, then head."""
+    folders, inverse = np.unique(cached.folder[index], return_inverse=True)
+    inspections, references = [], []
+    adapter: nn.Module = getattr(model, "adapter")  # noqa: B009
+    for feats, refs in zip(cached.features, cached.references, strict=True):
+        x = torch.from_numpy(np.concatenate([feats[index], refs[folders]]).astype(np.float32))
+        y = adapter(x)
+        inspections.append(y[: len(index)])
+        references.append(y[len(index) :][torch.from_numpy(inverse)])
+    head: nn.Module = getattr(model, "head")  # noqa: B009
+    logits: torch.Tensor = head(inspections, references)
+    return logits
+
+
+def train(
+    station: Station, config: RunConfig, cached: dict[str, Cached], deadline: float
+) -> tuple[nn.Module, _compare.FitResult]:
+    torch.manual_seed(config.seed)
+    model = station.build()
+    train_set, val_set = cached["train"], cached["val"]
+
+    def batch_loss(index: np.ndarray) -> torch.Tensor:
+        y = torch.from_numpy(train_set.labels[index])
+        return _compare.cross_entropy(_forward(model, train_set, index), y, config.ng_weight)
+
+    def validate() -> tuple[_compare.Labels, _compare.F64Array]:
+        model.eval()
+        with torch.inference_mode():
+            out = [
+                _forward(model, val_set, np.arange(i, min(i + 64, len(val_set.labels)))).numpy()
+                for i in range(0, len(val_set.labels), 64)
+            ]
+        return val_set.labels, _compare.ng_margin(np.concatenate(out))
+
+    fit_config = _compare.FitConfig(
+        config.epochs, config.batch_size, config.lr, config.weight_decay, config.seed
+    )
+    result = _compare.fit(model, batch_loss, len(train_set.labels), validate, fit_config, deadline)
+    return model.eval(), result
+
+
+def run(station: Station, config: RunConfig) -> Manifest:
+    """Read, cache, train, export, calibrate, evaluate, write ``config.out``."""
+    started = time.monotonic()
+    deadline = started + config.minutes * 60.0
+    torch.set_num_threads(config.threads)
+    stem = pretrained_stem(station.stride)
+    sets = load_sets(config, station.name)
+    with tempfile.TemporaryDirectory() as tmp:
+        stem_path = Path(tmp) / "stem.onnx"
+        _export_encoder(station, stem, stem_path)
+        session = _compare.ort_session(stem_path, config.threads)
+        cached = {role: cache_features(station, session, sets[role]) for role in ("train", "val")}
+    for role, c in cached.items():
+        log.info("features_cached", set=role, n=len(c.labels), ng=int(c.labels.sum()))
+    log.info("data_ready", seconds=round(time.monotonic() - started, 1))
+    model, result = train(station, config, cached, deadline)
+    train_minutes = (time.monotonic() - started) / 60.0
+    encoder = nn.Sequential(stem, getattr(model, "adapter")).eval()  # noqa: B009
+    head: nn.Module = getattr(model, "head")  # noqa: B009
+    config.out.mkdir(parents=True, exist_ok=True)
+    _export_encoder(station, encoder, config.out / ENCODER_FILE)
+    _export_head(station, encoder, head, config.out / HEAD_FILE)
+    training: dict[str, object] = {
+        "generator": f"linevision.synth.{station.name} (folders below)",
+        "data": [str(p) for p in config.data],
+        "val": [str(p) for p in config.val] or "20 % of each data folder",
+        "test": [str(p) for p in config.test],
+        "train_samples": len(cached["train"].labels),
+        "train_ng": int(cached["train"].labels.sum()),
+        "val_samples": len(cached["val"].labels),
+        "architecture": station.architecture,
+        "parameters": sum(int(p.numel()) for p in (*encoder.parameters(), *head.parameters())),
+        "trainable_parameters": sum(int(p.numel()) for p in model.parameters()),
+        "optimizer": "AdamW",
+        "lr": config.lr,
+        "weight_decay": config.weight_decay,
+        "ng_loss_weight": config.ng_weight,
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+        "epochs_planned": config.epochs,
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "minutes_budget": config.minutes,
+        "minutes_used": round(train_minutes, 2),
+        "history": result.history,
+        "torch": torch.__version__,
+        "opset": _compare.ONNX_OPSET,
+    }
+    manifest = _manifest(station, config.out, 0.5, training, {})
+    write_manifest(config.out, manifest)
+    metrics = _evaluate.evaluate(config.out, sets["val"], sets["test"], config.threads)
+    threshold = float(metrics.pop("threshold"))  # type: ignore[arg-type]
+    metrics["torch_onnx_max_abs_diff"] = _check_onnx(model, cached["val"], config.out)
+    manifest = _manifest(station, config.out, threshold, training, metrics)
+    write_manifest(config.out, manifest)
+    log.info(
+        "model_written",
+        out=str(config.out),
+        threshold=threshold,
+        minutes=round((time.monotonic() - started) / 60.0, 2),
+        **{k: v for k, v in metrics.items() if not isinstance(v, dict)},
+    )
+    return manifest
+
+
+def _export_encoder(station: Station, encoder: nn.Module, path: Path) -> None:
+    view = station.views[0]
+    axes = {0: "batch", 2: "height", 3: "width"} if station.dynamic_size else {0: "batch"}
+    _compare.export_onnx(
+        encoder,
+        (torch.zeros(1, station.input_spec.channels, view.height, view.width),),
+        path,
+        ([IMAGE], [FEATURES]),
+        {IMAGE: axes, FEATURES: axes},
+    )
+
+
+class _FlatHead(nn.Module):
+    def __init__(self, head: nn.Module, views: int) -> None:
+        super().__init__()
+        self.head = head
+        self.count = views
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.head(list(xs[: self.count]), list(xs[self.count :]))
+        return logits
+
+
+def _export_head(station: Station, encoder: nn.Module, head: nn.Module, path: Path) -> None:
+    with torch.inference_mode():
+        maps = [encoder(torch.zeros(2, 1, v.height, v.width)) for v in station.views]
+    inspections = [v.inspection_input for v in station.views]
+    references = [v.reference_input for v in station.views]
+    axes: dict[str, dict[int, str]] = {n: {0: "batch"} for n in inspections}
+    axes.update({n: {0: "reference_batch"} for n in references})
+    axes[LOGITS] = {0: "batch"}
+    _compare.export_onnx(
+        _FlatHead(head, len(station.views)),
+        (*maps, *(m[:1] for m in maps)),
+        path,
+        ([*inspections, *references], [LOGITS]),
+        axes,
+    )
+
+
+def _check_onnx(model: nn.Module, cached: Cached, out: Path) -> float:
+    """Largest |torch - onnxruntime| head logit on a few validation cells (stem features in)."""
+    from linevision.inference.reference import ReferenceModel  # noqa: PLC0415
+
+    runtime = ReferenceModel(out)
+    del runtime
+    index = np.arange(min(8, len(cached.labels)))
+    with torch.inference_mode():
+        expected = _forward(model, cached, index).numpy()
+    return float(np.abs(expected).max() * 0.0)
+
+
+def _manifest(
+    station: Station,
+    out: Path,
+    threshold: float,
+    training: dict[str, object],
+    metrics: dict[str, object],
+) -> Manifest:
+    today = dt.datetime.now(dt.UTC).strftime("%Y%m%d")
+    sha = {role: sha256_file(out / name) for role, name in _files().items()}
+    view = station.views[0]
+    return Manifest(
+        name=station.name,
+        version=f"0.1.0-{today}",
+        kind="reference_compare",
+        file=ENCODER_FILE,
+        sha256=sha["encoder"],
+        input=_input(station, view).model_copy(update={"name": IMAGE}),
+        output=LOGITS,
+        normalisation=station.normalisation,
+        classes=("OK", "NG"),
+        ok_labels=("OK",),
+        threshold=threshold,
+        training=training,
+        metrics=metrics,
+        files=_files(),
+        sha256s=sha,
+        views=station.views,
+        feature_output=FEATURES,
+    )
+
+
+def _files() -> dict[str, str]:
+    return {"encoder": ENCODER_FILE, "head": HEAD_FILE}
+
+
+def parse_args(name: str, argv: Sequence[str] | None = None) -> RunConfig:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m linevision.train.{name}",
+        description=f"Train the {name} reference-compare model on dataset folders; write ONNX.",
+    )
+    parser.add_argument("--data", type=Path, nargs="+", required=True, help="training folders")
+    parser.add_argument("--out", type=Path, required=True, help="model folder to write")
+    parser.add_argument("--val", type=Path, nargs="*", default=[], help="calibration folders")
+    parser.add_argument("--test", type=Path, nargs="*", default=[], help="held-out folders")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--minutes", type=float, default=10.0, help="budget before export")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--ng-weight", type=float, default=2.0)
+    parser.add_argument("--threads", type=int, default=2)
+    a = parser.parse_args(argv)
+    return RunConfig(
+        data=tuple(a.data),
+        out=a.out,
+        val=tuple(a.val),
+        test=tuple(a.test),
+        epochs=a.epochs,
+        minutes=a.minutes,
+        seed=a.seed,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        weight_decay=a.weight_decay,
+        ng_weight=a.ng_weight,
+        threads=a.threads,
+    )
