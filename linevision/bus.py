@@ -11,7 +11,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from typing import Literal
 
 import zmq
@@ -285,7 +285,7 @@ def subscribe(
     timeout_s: float | None = None,
     on_invalid: Callable[[BusMessageError], None] | None = None,
     curve: ClientKeys | None = None,
-) -> Iterator[VerdictMessage | HeartbeatMessage]:
+) -> Generator[VerdictMessage | HeartbeatMessage, None, None]:
     """Yield validated messages until ``timeout_s`` passes without one (None: forever).
 
     Invalid messages are never yielded; they go to ``on_invalid``.

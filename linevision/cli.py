@@ -310,6 +310,34 @@ def _add_operations_commands(sub: argparse._SubParsersAction[argparse.ArgumentPa
         sp.set_defaults(func=cmd_recipe)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from linevision import bench, demo, log  # noqa: PLC0415
+
+    log.configure("warning", "json")
+    models_root = args.models if args.models is not None else demo.find_models_root()
+    try:
+        result = bench.run(models_root, args.duration, args.endpoint, tuple(args.stations))
+    except ValueError as exc:
+        print(f"linevision bench: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.json:
+        print(json.dumps(result))
+        return EXIT_OK
+    stations = result["stations"]
+    assert isinstance(stations, dict)
+    print(f"{'station':<12} {'n':>6} {'p50':>8} {'p99':>8} {'max':>8} {'infer50':>8} {'/s':>7}  NG")
+    for name, f in stations.items():
+        print(
+            f"{name:<12} {f['n']:>6} {f['p50_ms']:>8} {f['p99_ms']:>8} {f['max_ms']:>8} "
+            f"{f['infer_p50_ms']:>8} {f['throughput_per_s']:>7}  {f['ng_reasons']}"
+        )
+    for key in ("baseline", "baseline_over_pipeline_p50", "seq_gaps", "seq_duplicates"):
+        print(f"{key}: {result[key]}")
+    print(f"cpu_percent: {result['cpu_percent']}  peak_rss_mb: {result['peak_rss_mb']}")
+    print(f"machine: {result['machine']}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="linevision", description=__doc__)
     p.add_argument("--version", action="version", version=f"linevision {__version__}")
@@ -338,6 +366,19 @@ def build_parser() -> argparse.ArgumentParser:
     cams.add_argument("--cti", type=Path, default=None, help="GenTL producer for harvesters")
     cams.add_argument("--json", action="store_true")
     cams.set_defaults(func=cmd_cameras)
+
+    _add_tool_commands(sub)
+    return p
+
+
+def _add_tool_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    bench = sub.add_parser("bench", help="the real pipeline under rated load, with a baseline")
+    bench.add_argument("--stations", nargs="+", default=["pole_piece"])
+    bench.add_argument("--duration", type=float, default=30.0, help="measured seconds")
+    bench.add_argument("--models", type=Path, default=None, help="root of model folders")
+    bench.add_argument("--endpoint", default="tcp://127.0.0.1:5566", help="bus endpoint to use")
+    bench.add_argument("--json", action="store_true")
+    bench.set_defaults(func=cmd_bench)
 
     _add_operations_commands(sub)
 
@@ -369,7 +410,6 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("dir", type=Path)
     gen.add_argument("--name", default="linevision", help="key file name (default linevision)")
     gen.set_defaults(func=cmd_keys_generate)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
