@@ -127,13 +127,30 @@ class DecisionRule(_Model):
 
 
 class StationConfig(_Model):
+    """One inspection station.
+
+    ``pole_piece``: one frame per cell, a classifier. ``seal_edge`` and ``six_view``: one
+    frame per camera per cell (cameras in view order), compared with ``reference``: an
+    image file (one view) or a folder of ``1.png`` ... ``N.png`` (N views).
+    """
+
     name: str = Field(min_length=1, pattern=r"^[a-z0-9_]+$")
-    type: Literal["pole_piece"]
+    type: Literal["pole_piece", "seal_edge", "six_view"]
     cameras: tuple[str, ...] = Field(min_length=1)
     model: Path
     decision: DecisionRule = DecisionRule()
     deadline_ms: float = Field(default=30.0, gt=0, le=60000)
     queue_size: int = Field(default=8, ge=1, le=1024)
+    reference: Path | None = None
+    assembly_ms: float = Field(default=200.0, ge=0, le=60000)
+    """Multi-view cells: how long after its first view a cell may wait for the others."""
+
+    @model_validator(mode="after")
+    def _reference_for_comparison(self) -> StationConfig:
+        if self.type in ("seal_edge", "six_view") and self.reference is None:
+            msg = f"a {self.type} station needs reference (an image file or a folder of views)"
+            raise ValueError(msg)
+        return self
 
 
 class CurveServerConfig(_Model):

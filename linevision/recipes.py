@@ -24,17 +24,16 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from linevision.config import Config, DecisionRule, StationConfig, format_validation_error
-from linevision.inference.session import ModelSession, SessionOptions
+from linevision.config import Config, DecisionRule, format_validation_error
+from linevision.inference.session import SessionOptions
 from linevision.log import get_logger
 from linevision.scheduler import StationWorker
-from linevision.stations.pole_piece import PolePieceStation
+from linevision.stations import build_station
 
 log = get_logger(__name__)
 
@@ -115,6 +114,8 @@ def apply_recipe(cfg: Config, recipe: Recipe) -> Config:
             update["model"] = rs.model
         if rs is not None and rs.decision is not None:
             update["decision"] = rs.decision
+        if rs is not None and rs.reference is not None:
+            update["reference"] = rs.reference
         stations.append(sc.model_copy(update=update))
     return cfg.model_copy(update={"stations": tuple(stations)})
 
@@ -132,25 +133,6 @@ def write_active(state: Path, name: str) -> None:
     tmp = state / f".{ACTIVE_FILE}.tmp"
     tmp.write_text(name + "\n", encoding="utf-8")
     tmp.replace(state / ACTIVE_FILE)
-
-
-@dataclass(frozen=True, slots=True)
-class BuiltStation:
-    config: StationConfig
-    station: PolePieceStation
-    session: ModelSession
-
-
-def build_station(
-    sc: StationConfig, models_root: Path | None, options: SessionOptions
-) -> BuiltStation:
-    """Load and warm one station's model (the same steps as ``Service`` at start)."""
-    model_dir = (
-        sc.model if sc.model.is_absolute() or models_root is None else models_root / sc.model
-    )
-    session = ModelSession(model_dir, options)
-    session.warm_up((1,))
-    return BuiltStation(sc, PolePieceStation(sc.name, session, sc.decision), session)
 
 
 class RecipeManager:
@@ -194,7 +176,7 @@ class RecipeManager:
             for b in built:
                 worker = workers.get(b.config.name)
                 if worker is not None:
-                    worker.switch(b.station, b.session.ref, name)
+                    worker.switch(b.station, b.ref, name)
             self.active = name
             self.switches += 1
             write_active(self.state, name)
@@ -206,11 +188,11 @@ class RecipeManager:
             "ms": ms,
             "stations": {
                 b.config.name: {
-                    "model": b.session.ref.name,
-                    "version": b.session.ref.version,
-                    "sha256": b.session.ref.sha256,
-                    "load_ms": round(b.session.load_ms, 1),
-                    "warm_up_ms": round(b.session.warm_up_ms or 0.0, 1),
+                    "model": b.ref.name,
+                    "version": b.ref.version,
+                    "sha256": b.ref.sha256,
+                    "load_ms": round(b.load_ms, 1),
+                    "warm_up_ms": round(b.warm_up_ms, 1),
                 }
                 for b in built
             },

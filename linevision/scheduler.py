@@ -43,6 +43,8 @@ class _Pending:
     recipe: str | None = None
     queued_mono_ns: int = 0
     started_mono_ns: int | None = None
+    views_expected: int = 1
+    views_seen: set[str] | None = None
 
 
 class CellArbiter:
@@ -63,22 +65,35 @@ class CellArbiter:
     def start(self) -> None:
         self._thread.start()
 
-    def expect(
+    def expect(  # noqa: PLR0913  (the cell's identity and its timing rules, all needed here)
         self,
         frame: Frame,
         station: str,
         deadline_ms: float,
         model: ModelRef | None,
         recipe: str | None = None,
+        *,
+        views: int = 1,
+        assembly_ms: float = 0.0,
     ) -> bool:
-        """Register a cell; False if this cell already has (or awaits) a verdict."""
+        """Register a cell's frame; False if it must not be inspected (duplicate, decided).
+
+        A cell of ``views`` frames (one per camera) is registered by its first frame with a
+        deadline of ``assembly_ms + deadline_ms``; when its last view arrives the deadline
+        becomes ``deadline_ms`` after that frame, which is also the frame latency is
+        measured from. A second frame from the same camera for a cell is a duplicate.
+        """
         key = (station, frame.cell_id)
-        deadline = frame.t_mono_ns + int(deadline_ms * 1e6)
         with self._lock:
-            if key in self._pending or key in self._decided:
+            p = self._pending.get(key)
+            if views > 1 and p is not None and p.views_seen is not None:
+                return self._add_view(p, frame, deadline_ms)
+            if p is not None or key in self._decided:
                 self.counters["duplicate_cell"] += 1
                 log.warning("duplicate_cell", station=station, cell_id=frame.cell_id)
                 return False
+            window = deadline_ms + (assembly_ms if views > 1 else 0.0)
+            deadline = frame.t_mono_ns + int(window * 1e6)
             self._pending[key] = _Pending(
                 station,
                 frame.cell_id,
@@ -89,8 +104,30 @@ class CellArbiter:
                 frame.image,
                 recipe,
                 time.monotonic_ns(),
+                views_expected=views,
+                views_seen={frame.camera_id} if views > 1 else None,
             )
             heapq.heappush(self._heap, (deadline, next(self._tie), key))
+            self._wake.notify()
+        return True
+
+    def _add_view(self, p: _Pending, frame: Frame, deadline_ms: float) -> bool:
+        """Another view of a multi-view cell (lock held)."""
+        assert p.views_seen is not None
+        if frame.camera_id in p.views_seen:
+            self.counters["duplicate_view"] += 1
+            log.warning(
+                "duplicate_view", station=p.station, cell_id=p.cell_id, camera=frame.camera_id
+            )
+            return False
+        p.views_seen.add(frame.camera_id)
+        if frame.t_mono_ns > p.t_frame_mono_ns:
+            p.t_frame_mono_ns, p.t_frame_ns = frame.t_mono_ns, frame.t_wall_ns
+        if len(p.views_seen) == p.views_expected:
+            p.deadline_mono_ns = p.t_frame_mono_ns + int(deadline_ms * 1e6)
+            heapq.heappush(
+                self._heap, (p.deadline_mono_ns, next(self._tie), (p.station, p.cell_id))
+            )
             self._wake.notify()
         return True
 
@@ -210,9 +247,10 @@ class CellArbiter:
                 while not self._stopping:
                     now = time.monotonic_ns()
                     while self._heap and self._heap[0][0] <= now:
-                        _, _, key = heapq.heappop(self._heap)
-                        p = self._pending.pop(key, None)
-                        if p is not None:
+                        due, _, key = heapq.heappop(self._heap)
+                        p = self._pending.get(key)
+                        if p is not None and p.deadline_mono_ns == due:
+                            del self._pending[key]
                             self._remember(key)
                             expired.append(p)
                     if expired:
@@ -228,10 +266,18 @@ class CellArbiter:
 
 
 class Station(Protocol):
+    """Frames of a cell -> its Decision.
+
+    ``views`` frames (one per camera) make a cell; ``inspect`` is called for each as it
+    arrives and returns None until the cell is complete.
+    """
+
     name: str
     kind: str
+    views: int
+    assembly_ms: float
 
-    def inspect(self, frame: Frame) -> Decision: ...
+    def inspect(self, frame: Frame) -> Decision | None: ...
 
 
 class StationWorker:
@@ -279,7 +325,15 @@ class StationWorker:
             self.arbiter.fault(name, item, model, recipe)
             return
         self.counters["frames"] += 1
-        if not self.arbiter.expect(item, name, self.deadline_ms, model, recipe):
+        if not self.arbiter.expect(
+            item,
+            name,
+            self.deadline_ms,
+            model,
+            recipe,
+            views=station.views,
+            assembly_ms=station.assembly_ms,
+        ):
             return
         try:
             self._queue.put_nowait((item, station))
@@ -329,6 +383,9 @@ class StationWorker:
                 decision = Decision.fault(
                     "model_error", type(exc).__name__, self._model_of(station)
                 )
+            if decision is None:
+                self.counters["views_encoded"] += 1
+                continue
             self.counters["inspected"] += 1
             self.arbiter.resolve(name, frame.cell_id, decision, started)
 

@@ -13,20 +13,13 @@ from linevision.cameras import CameraDriver, open_driver
 from linevision.cameras.worker import AcquisitionWorker
 from linevision.config import CameraConfig, Config, StationConfig
 from linevision.delivery import Delivery
-from linevision.inference.session import ModelSession, SessionOptions
+from linevision.inference.session import SessionOptions
 from linevision.log import get_logger
 from linevision.scheduler import CellArbiter, StationWorker
-from linevision.stations.pole_piece import PolePieceStation
+from linevision.stations import build_station
 from linevision.types import Frame, FrameFault, Verdict
 
 log = get_logger(__name__)
-
-
-def resolve_model_dir(path: Path, models_root: Path | None) -> Path:
-    """A relative model path is looked up under ``models_root`` (default: as given)."""
-    if path.is_absolute() or models_root is None:
-        return path
-    return models_root / path
 
 
 @dataclass
@@ -66,10 +59,10 @@ class Service:
             intra_op_threads=self.config.inference.intra_op_threads,
             graph_optimization=self.config.inference.graph_optimization,
         )
-        session = ModelSession(resolve_model_dir(sc.model, self.models_root), opts)
-        session.warm_up((1,))
-        station = PolePieceStation(sc.name, session, sc.decision)
-        worker = StationWorker(station, self.arbiter, sc.deadline_ms, sc.queue_size, session.ref)
+        built = build_station(sc, self.models_root, opts)
+        worker = StationWorker(
+            built.station, self.arbiter, sc.deadline_ms, sc.queue_size, built.ref
+        )
         worker.recipe = self.recipe
         return worker
 

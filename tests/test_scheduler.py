@@ -119,6 +119,8 @@ class GatedStation:
 
     name = "gated"
     kind = "test"
+    views = 1
+    assembly_ms = 0.0
 
     def __init__(self) -> None:
         self.gate = threading.Event()
@@ -191,3 +193,70 @@ def test_result_after_deadline_is_timeout_even_before_the_deadline_thread_runs()
     time.sleep(0.002)
     assert arb.resolve("s", 4, Decision.fault("overload", "queue_full"))
     assert pub.items[-1].decision.reason == "overload"
+
+
+def _view(cell: int, camera: str) -> Frame:
+    mono, wall = now_ns()
+    return Frame(camera, cell, cell, mono, wall, np.zeros((4, 4), np.uint8))
+
+
+def test_multi_view_cell_waits_for_every_view_and_gets_one_verdict():
+    pub = Collector()
+    arb = CellArbiter(pub)
+    arb.start()
+    try:
+        assert arb.expect(_view(1, "c1"), "six", 30, None, views=3, assembly_ms=500)
+        time.sleep(0.1)  # longer than deadline_ms: the assembly window keeps the cell open
+        assert arb.expect(_view(1, "c2"), "six", 30, None, views=3, assembly_ms=500)
+        assert not arb.expect(_view(1, "c2"), "six", 30, None, views=3, assembly_ms=500)
+        assert arb.counters["duplicate_view"] == 1
+        last = _view(1, "c3")
+        assert arb.expect(last, "six", 30, None, views=3, assembly_ms=500)
+        assert arb.resolve("six", 1, _ok())
+        (v,) = pub.wait(1)
+        assert v.decision.verdict == "OK"
+        assert v.t_frame_mono_ns == last.t_mono_ns  # latency counts from the last view
+    finally:
+        arb.stop()
+
+
+def test_multi_view_cell_with_a_missing_view_times_out_after_the_window():
+    pub = Collector()
+    arb = CellArbiter(pub)
+    arb.start()
+    try:
+        t0 = time.monotonic()
+        arb.expect(_view(2, "c1"), "six", 20, None, views=2, assembly_ms=100)
+        (v,) = pub.wait(1, 2.0)
+        waited = time.monotonic() - t0
+        assert (v.decision.verdict, v.decision.reason) == ("NG", "timeout")
+        assert waited >= 0.11
+        assert not arb.expect(_view(2, "c2"), "six", 20, None, views=2, assembly_ms=100)
+    finally:
+        arb.stop()
+
+
+def test_last_view_tightens_the_deadline_to_deadline_ms_after_it():
+    pub = Collector()
+    arb = CellArbiter(pub)
+    arb.start()
+    try:
+        t0 = time.monotonic()
+        arb.expect(_view(3, "c1"), "six", 20, None, views=2, assembly_ms=2000)
+        arb.expect(_view(3, "c2"), "six", 20, None, views=2, assembly_ms=2000)
+        (v,) = pub.wait(1, 2.0)
+        assert v.decision.reason == "timeout"
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        arb.stop()
+
+
+def test_a_fault_on_one_view_decides_the_cell_and_later_views_are_refused():
+    pub = Collector()
+    arb = CellArbiter(pub)
+    arb.expect(_view(4, "c1"), "six", 1000, None, views=2, assembly_ms=1000)
+    mono, wall = now_ns()
+    arb.fault("six", FrameFault("c2", 4, "camera_error", "lost", mono, wall), None)
+    assert not arb.expect(_view(4, "c2"), "six", 1000, None, views=2, assembly_ms=1000)
+    (v,) = pub.items
+    assert (v.decision.verdict, v.decision.reason) == ("NG", "camera_error")

@@ -14,6 +14,8 @@ class PolePieceStation:
     """Classifies each frame as Normal / Short / Long / Powder / Other (source 002)."""
 
     kind = "pole_piece"
+    views = 1
+    assembly_ms = 0.0
 
     def __init__(self, name: str, session: ModelSession, rule: DecisionRule) -> None:
         self.name = name

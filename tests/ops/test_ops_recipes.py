@@ -26,6 +26,8 @@ class _Station:
     """A station whose decision names itself; ``gate`` holds it inside ``inspect``."""
 
     kind = "test"
+    views = 1
+    assembly_ms = 0.0
 
     def __init__(self, tag: str, gate: threading.Event | None = None) -> None:
         self.name = "s"
