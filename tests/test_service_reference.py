@@ -1,0 +1,150 @@
+"""Comparison stations in the daemon: seal_edge on an emulated pylon camera, six_view on six
+replay cameras (one per view) with software triggers, reference features computed once."""
+
+import csv
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from linevision.bus import VerdictMessage, subscribe
+from linevision.config import Config
+from linevision.service import Service
+from linevision.synth import seal_edge, six_view
+from tests.helpers import free_tcp_endpoint
+
+MODELS = Path(
+    os.environ.get("LINEVISION_MODELS", str(Path(__file__).resolve().parent.parent / "models"))
+)
+
+
+def _collect(cfg: Config, n: int, timeout_s: float = 30.0) -> tuple[list[VerdictMessage], Service]:
+    out: list[VerdictMessage] = []
+
+    def reader() -> None:
+        gen = subscribe(cfg.bus.publish, ("verdict.",), timeout_s=timeout_s)
+        for m in gen:
+            if isinstance(m, VerdictMessage):
+                out.append(m)
+            if len(out) >= n:
+                gen.close()
+                return
+
+    service = Service(cfg, models_root=MODELS)
+    service.start()
+    try:
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        t.join(timeout_s)
+    finally:
+        service.stop()
+    return out, service
+
+
+def _labels(folder: Path, key: str) -> list[tuple[str, str]]:
+    with (folder / "labels.csv").open(newline="") as fh:
+        return [(row[key], row["label"]) for row in csv.DictReader(fh)]
+
+
+@pytest.mark.skipif(not (MODELS / "seal_edge").is_dir(), reason="seal_edge model not shipped")
+def test_seal_edge_station_on_emulated_camera(tmp_path):
+    data = tmp_path / "seal"
+    seal_edge.write_dataset(data, 24, seed=777)
+    rows = _labels(data, "image")
+    serve = tmp_path / "serve"
+    serve.mkdir()
+    for i, (image, _) in enumerate(rows):
+        shutil.copy(data / image, serve / f"{i:04d}.png")
+    cfg = Config.model_validate(
+        {
+            "cameras": [
+                {
+                    "id": "seal_cam",
+                    "backend": "pylon",
+                    "device": {"serial": "0815-0001"},
+                    "trigger": {"mode": "software", "rate_hz": 10},
+                    "grab_timeout_ms": 500,
+                    "emulation": {"image_path": str(serve), "frame_period_us": 2000},
+                }
+            ],
+            "stations": [
+                {
+                    "name": "seal_edge",
+                    "type": "seal_edge",
+                    "cameras": ["seal_cam"],
+                    "model": "seal_edge",
+                    "reference": str(data / "reference.png"),
+                    "deadline_ms": 200,
+                }
+            ],
+            "bus": {"publish": free_tcp_endpoint()},
+            "archive": {"enabled": False},
+            "metrics": {"enabled": False},
+            "control": {"enabled": False},
+        }
+    )
+    got, service = _collect(cfg, 20)
+    assert len(got) == 20
+    expected = {i + 1: label for i, (_, label) in enumerate(rows)}
+    agree = sum(m.verdict == expected[(m.cell_id - 1) % len(rows) + 1] for m in got)
+    assert agree >= 18
+    assert all(m.reason in (None, "defect") for m in got)
+    station = service.stations["seal_edge"].station
+    assert station.model.encoder_runs >= 20  # type: ignore[attr-defined]
+
+
+@pytest.mark.skipif(not (MODELS / "six_view").is_dir(), reason="six_view model not shipped")
+def test_six_view_station_assembles_six_cameras_per_cell(tmp_path):
+    data = tmp_path / "six"
+    six_view.write_dataset(data, 12, seed=555)
+    rows = _labels(data, "cell")
+    cameras = []
+    for view in range(1, 7):
+        folder = tmp_path / f"view{view}"
+        folder.mkdir()
+        for i, (cell, _) in enumerate(rows):
+            shutil.copy(data / cell / f"{view}.png", folder / f"{i:04d}.png")
+        cameras.append(
+            {
+                "id": f"v{view}",
+                "backend": "replay",
+                "path": str(folder),
+                "rate_hz": 200,
+                "trigger": {"mode": "software", "rate_hz": 4},
+                "grab_timeout_ms": 500,
+            }
+        )
+    cfg = Config.model_validate(
+        {
+            "cameras": cameras,
+            "stations": [
+                {
+                    "name": "six_view",
+                    "type": "six_view",
+                    "cameras": [c["id"] for c in cameras],
+                    "model": "six_view",
+                    "reference": str(data / "reference"),
+                    "deadline_ms": 300,
+                    "assembly_ms": 400,
+                }
+            ],
+            "bus": {"publish": free_tcp_endpoint()},
+            "archive": {"enabled": False},
+            "metrics": {"enabled": False},
+            "control": {"enabled": False},
+        }
+    )
+    got, service = _collect(cfg, 10)
+    assert len(got) == 10
+    cells = [m.cell_id for m in got]
+    assert cells == sorted(set(cells))
+    expected = {i + 1: label for i, (_, label) in enumerate(rows)}
+    agree = sum(m.verdict == expected[(m.cell_id - 1) % len(rows) + 1] for m in got)
+    assert agree >= 9
+    counters = service.stations["six_view"].counters
+    assert counters["views_encoded"] >= 5 * counters["inspected"]
+    model = service.stations["six_view"].station.model  # type: ignore[attr-defined]
+    # the six reference views are encoded once; after that, one encoding per arriving view
+    assert model.encoder_runs == 6 + counters["views_encoded"] + counters["inspected"]
