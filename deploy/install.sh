@@ -65,7 +65,7 @@ for r in "$SOURCE"/deploy/recipes/*.yaml; do
   [ -e "$r" ] || continue
   [ -f "$ETC/recipes/$(basename "$r")" ] || install -m 0640 -o root -g "$USER_NAME" "$r" "$ETC/recipes/"
 done
-for name in linevision bridge-plc bridge-reject; do
+for name in linevision bridge-plc bridge-reject hmi; do
   [ -f "$ETC/keys/$name.key_secret" ] || "$LV" keys generate "$ETC/keys" --name "$name" >/dev/null
 done
 chgrp -R "$USER_NAME" "$ETC/keys"

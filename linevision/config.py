@@ -165,6 +165,13 @@ class CurveServerConfig(_Model):
     """Folder of the subscribers' public ``*.key`` files; any other client is refused."""
 
 
+class CurveClientConfig(_Model):
+    """A subscriber's key pair and the daemon's public key (relative: $CREDENTIALS_DIRECTORY)."""
+
+    secret_key_file: Path
+    server_public_key_file: Path
+
+
 class JournalConfig(_Model):
     """The bounded on-disk journal of recent verdicts that the replay endpoint serves."""
 
@@ -245,6 +252,10 @@ class HmiConfig(_Model):
     shifts: tuple[str, ...] = ("06:00", "14:00", "22:00")
     push_hz: float = Field(default=5.0, gt=0, le=50)
     min_yield: float = Field(default=0.95, ge=0, le=1)
+    curve: CurveClientConfig | None = None
+    """Key files for a daemon whose bus uses CURVE (``bus.curve``); never the keys themselves."""
+    bridges: tuple[str, ...] = ()
+    """The bridges' report endpoints (``report.publish``): health and alarms on the page."""
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> HmiConfig:
@@ -252,6 +263,13 @@ class HmiConfig(_Model):
         if not is_loopback_host(host) and self.token_file is None:
             msg = f"hmi.listen {self.listen!r} is not loopback: set hmi.token_file"
             raise ValueError(msg)
+        if self.bus is not None and self.curve is None and not is_loopback_endpoint(self.bus):
+            msg = f"hmi.bus {self.bus!r} is not loopback: set hmi.curve"
+            raise ValueError(msg)
+        for endpoint in self.bridges:
+            if not is_loopback_endpoint(endpoint):
+                msg = f"hmi.bridges: {endpoint!r} must be loopback, ipc:// or inproc://"
+                raise ValueError(msg)
         for start in self.shifts:
             if not re.match(_SHIFT_START, start):
                 msg = f"hmi.shifts: {start!r} is not HH:MM"

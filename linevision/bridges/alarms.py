@@ -1,12 +1,16 @@
-"""What a bridge reports: ``alarm.<source>`` and ``reject.<station>`` on its own PUB socket.
+"""What a bridge reports on its own PUB socket: ``alarm.<source>``, ``reject.<station>`` and,
+every second, ``health.<bridge>``.
 
 Payloads are UTF-8 JSON in the models below (schema 1), validated by whoever reads them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
+from collections.abc import Callable
 from typing import Literal
 
 import zmq
@@ -19,6 +23,10 @@ log = get_logger(__name__)
 
 ALARM_PREFIX = "alarm."
 REJECT_PREFIX = "reject."
+HEALTH_PREFIX = "health."
+HEALTH_PERIOD_S = 1.0
+
+BridgeState = Literal["connected", "retrying", "down"]
 
 
 class _Wire(BaseModel):
@@ -49,17 +57,46 @@ class RejectReport(_Wire):
     t_ns: int
 
 
+class BridgeHealth(_Wire):
+    schema_: Literal[1] = Field(alias="schema")
+    bridge: str
+    kind: Literal["plc", "reject"]
+    state: BridgeState
+    """``connected``: the PLC / reject I/O link is up; ``retrying``: it is not (connecting or
+    backing off); ``down``: the bridge is stopping (its last message)."""
+    stream_alive: bool | None
+    """The bridge hears the daemon (None: not known yet)."""
+    run_id: str | None
+    last_seq: int | None
+    """PLC bridge: the last seq the PLC acknowledged; reject bridge: the last verdict recorded."""
+    backlog: int = Field(ge=0)
+    """Verdicts waiting for the PLC (always 0 for the reject bridge)."""
+    lost: int = Field(ge=0)
+    retries: int = Field(ge=0)
+    active: list[str]
+    """Codes of the alarm conditions raised and not cleared."""
+    counters: dict[str, int]
+    interval_s: float = Field(gt=0)
+    t_ns: int
+
+
 class ReportError(ValueError):
     """A report message that does not match the models above."""
 
 
-def parse_report(topic: bytes, payload: bytes) -> AlarmMessage | RejectReport:
+def parse_report(topic: bytes, payload: bytes) -> AlarmMessage | RejectReport | BridgeHealth:
     try:
         name = topic.decode("ascii")
         if name.startswith(ALARM_PREFIX):
             return AlarmMessage.model_validate_json(payload)
         if name.startswith(REJECT_PREFIX):
             return RejectReport.model_validate_json(payload)
+        if name.startswith(HEALTH_PREFIX):
+            health = BridgeHealth.model_validate_json(payload)
+            if health.bridge != name[len(HEALTH_PREFIX) :]:
+                msg = f"topic {name!r} does not match bridge {health.bridge!r}"
+                raise ReportError(msg)
+            return health
     except (UnicodeDecodeError, ValidationError) as exc:
         msg = f"malformed report on {topic[:64]!r}: {exc}"
         raise ReportError(msg) from exc
@@ -149,3 +186,26 @@ class Reporter:
             self.sent += 1
         except zmq.Again:
             log.warning("report_dropped", station=report.station)
+
+    def health(self, health: BridgeHealth) -> None:
+        data = health.model_dump_json(by_alias=True).encode()
+        try:
+            self._sock.send_multipart(
+                [(HEALTH_PREFIX + health.bridge).encode("ascii"), data], flags=zmq.NOBLOCK
+            )
+            self.sent += 1
+        except zmq.Again:
+            log.warning("report_dropped", bridge=health.bridge)
+
+
+async def publish_health(
+    reporter: Reporter,
+    snapshot: Callable[[], BridgeHealth],
+    stop: asyncio.Event,
+    period_s: float = HEALTH_PERIOD_S,
+) -> None:
+    """``snapshot()`` on ``health.<bridge>`` every ``period_s`` until ``stop`` is set."""
+    while not stop.is_set():
+        reporter.health(snapshot())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), period_s)

@@ -8,7 +8,12 @@ from typing import Annotated, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from linevision.config import ConfigError, format_validation_error, is_loopback_endpoint
+from linevision.config import (
+    ConfigError,
+    CurveClientConfig,
+    format_validation_error,
+    is_loopback_endpoint,
+)
 
 MODBUS_MAX_WRITE = 123
 """Registers one Modbus "write multiple registers" request may carry."""
@@ -22,13 +27,6 @@ T = TypeVar("T", bound=BaseModel)
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class CurveClientConfig(_Model):
-    """This bridge's key pair and the daemon's public key (relative: $CREDENTIALS_DIRECTORY)."""
-
-    secret_key_file: Path
-    server_public_key_file: Path
 
 
 class SourceConfig(_Model):

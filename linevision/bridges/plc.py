@@ -13,7 +13,13 @@ import contextlib
 import time
 from collections import Counter, deque
 
-from linevision.bridges.alarms import Reporter
+from linevision.bridges.alarms import (
+    HEALTH_PERIOD_S,
+    BridgeHealth,
+    BridgeState,
+    Reporter,
+    publish_health,
+)
 from linevision.bridges.config import PlcBridgeConfig, PlcTarget
 from linevision.bridges.plc_link import (
     STATUS_BACKLOG,
@@ -35,7 +41,7 @@ from linevision.bridges.subscriber import (
     load_position,
     save_position,
 )
-from linevision.bus import VerdictMessage
+from linevision.bus import SCHEMA, VerdictMessage
 from linevision.log import get_logger
 
 log = get_logger(__name__)
@@ -84,6 +90,26 @@ class PlcBridge:
     @property
     def backlog(self) -> int:
         return len(self._pending)
+
+    def health(self, *, stopping: bool = False) -> BridgeHealth:
+        state: BridgeState = "down" if stopping else "connected" if self._connected else "retrying"
+        pos = self.position
+        return BridgeHealth(
+            schema_=SCHEMA,
+            bridge=self.cfg.name,
+            kind="plc",
+            state=state,
+            stream_alive=self.stream_alive,
+            run_id=None if pos is None else pos.run_id,
+            last_seq=None if pos is None else pos.seq,
+            backlog=len(self._pending),
+            lost=self.lost,
+            retries=self.counters["retries"],
+            active=sorted(self.reporter.active),
+            counters=dict(self.counters),
+            interval_s=HEALTH_PERIOD_S,
+            t_ns=time.time_ns(),
+        )
 
     async def on_event(self, ev: Event) -> None:
         """The verdict stream's sink: never blocks."""
@@ -261,7 +287,9 @@ async def run_plc_bridge(
         async with asyncio.TaskGroup() as tg:
             tg.create_task(stream.run(stop))
             tg.create_task(bridge.run(stop))
+            tg.create_task(publish_health(reporter, bridge.health, stop))
     finally:
+        reporter.health(bridge.health(stopping=True))
         reporter.close()
         log.info(
             "plc_bridge_stopped",

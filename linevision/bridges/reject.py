@@ -16,7 +16,14 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from linevision.bridges.alarms import RejectReport, Reporter
+from linevision.bridges.alarms import (
+    HEALTH_PERIOD_S,
+    BridgeHealth,
+    BridgeState,
+    RejectReport,
+    Reporter,
+    publish_health,
+)
 from linevision.bridges.config import RejectBridgeConfig
 from linevision.bridges.plc_link import PlcError
 from linevision.bridges.subscriber import Event, Lost, VerdictStream, client_keys
@@ -96,6 +103,9 @@ class RejectBridge:
         self.tracker = CellTracker(cfg.tracking.stations, cfg.memory)
         self.counters: Counter[str] = Counter()
         self.last_cell: int | None = None
+        self.last_verdict: tuple[str, int] | None = None
+        self.stream_alive: bool | None = None
+        self.lost = 0
         self._connected = False
         self._failures = 0
 
@@ -103,7 +113,9 @@ class RejectBridge:
         if isinstance(ev, VerdictMessage):
             self.tracker.record_verdict(ev.station, ev.cell_id, ev.verdict)
             self.counters["verdicts"] += 1
+            self.last_verdict = (ev.run_id, ev.seq)
         elif isinstance(ev, Lost):
+            self.lost += 1 if ev.last_seq is None else ev.last_seq - ev.first_seq + 1
             self.reporter.alarm(
                 "verdicts_lost",
                 "warning",
@@ -114,9 +126,31 @@ class RejectBridge:
                 action="cells without a verdict are rejected",
             )
         elif ev.alive:
+            self.stream_alive = True
             self.reporter.clear("daemon_down", run_id=ev.run_id)
         else:
+            self.stream_alive = False
             self.reporter.raise_once("daemon_down", run_id=ev.run_id)
+
+    def health(self, *, stopping: bool = False) -> BridgeHealth:
+        state: BridgeState = "down" if stopping else "connected" if self._connected else "retrying"
+        last = self.last_verdict
+        return BridgeHealth(
+            schema_=SCHEMA,
+            bridge=self.cfg.name,
+            kind="reject",
+            state=state,
+            stream_alive=self.stream_alive,
+            run_id=None if last is None else last[0],
+            last_seq=None if last is None else last[1],
+            backlog=0,
+            lost=self.lost,
+            retries=self.counters["io_errors"],
+            active=sorted(self.reporter.active),
+            counters={**self.counters, "tracked_cells": len(self.tracker)},
+            interval_s=HEALTH_PERIOD_S,
+            t_ns=time.time_ns(),
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         poll_s = self.cfg.tracking.poll_ms / 1000.0
@@ -209,7 +243,9 @@ async def run_reject_bridge(
         async with asyncio.TaskGroup() as tg:
             tg.create_task(stream.run(stop))
             tg.create_task(bridge.run(stop))
+            tg.create_task(publish_health(reporter, bridge.health, stop))
     finally:
+        reporter.health(bridge.health(stopping=True))
         reporter.close()
         log.info("reject_bridge_stopped", bridge=cfg.name, **dict(bridge.counters))
     return bridge

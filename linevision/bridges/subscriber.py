@@ -21,7 +21,7 @@ import zmq
 import zmq.asyncio
 
 from linevision import keys
-from linevision.bridges.config import CurveClientConfig, SourceConfig
+from linevision.bridges.config import SourceConfig
 from linevision.bus import (
     HEARTBEAT_TOPIC,
     VERDICT_PREFIX,
@@ -31,6 +31,7 @@ from linevision.bus import (
     context,
     parse_message,
 )
+from linevision.config import CurveClientConfig
 from linevision.log import get_logger
 from linevision.replay import ReplayClient, ReplayError
 

@@ -10,6 +10,9 @@ Routes (all GET, read-only):
   server waits up to ``IMAGE_WAIT_S`` before answering 404);
 - ``/healthz``.
 
+With ``hmi.bridges``, a second thread subscribes to each bridge's health and alarms
+(:mod:`linevision.hmi.bridges`). With ``hmi.curve``, the bus subscription is a CURVE client.
+
 With a token, every route but ``/healthz`` needs it: ``Authorization: Bearer``, ``?token=``
 (which also sets an HttpOnly cookie for the page's own requests) or that cookie.
 """
@@ -40,9 +43,11 @@ from starlette.responses import (
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from linevision import keys
 from linevision.archive import archive_dir, image_relpath
 from linevision.bus import BusMessageError, context, parse_message
 from linevision.config import Config, HmiConfig, split_listen
+from linevision.hmi.bridges import ReportFeed
 from linevision.hmi.state import HmiState
 from linevision.log import get_logger
 from linevision.paths import credential
@@ -59,9 +64,12 @@ _RUN_ID = re.compile(r"^[0-9a-f]{8,64}$")
 class BusFeed:
     """Subscribes to verdicts and heartbeats and feeds the state; never talks back."""
 
-    def __init__(self, endpoint: str, state: HmiState) -> None:
+    def __init__(
+        self, endpoint: str, state: HmiState, curve: keys.ClientKeys | None = None
+    ) -> None:
         self.endpoint = endpoint
         self.state = state
+        self._curve = curve
         self.invalid = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="hmi-feed", daemon=True)
@@ -80,8 +88,10 @@ class BusFeed:
         sock.setsockopt(zmq.RCVHWM, 100_000)
         for topic in (b"verdict.", b"heartbeat"):
             sock.setsockopt(zmq.SUBSCRIBE, topic)
+        if self._curve is not None:
+            keys.make_client(sock, self._curve)
         sock.connect(self.endpoint)
-        log.info("hmi_subscribed", endpoint=self.endpoint)
+        log.info("hmi_subscribed", endpoint=self.endpoint, curve=self._curve is not None)
         try:
             while not self._stop.is_set():
                 if not sock.poll(200):
@@ -240,10 +250,14 @@ class HmiServer:
         bus_endpoint: str,
         archive: Path | None,
         token: str | None = None,
+        curve: keys.ClientKeys | None = None,
     ) -> None:
         host, port = split_listen(cfg.listen)
-        self.state = HmiState(cfg.shifts, cfg.latency_budget_ms, cfg.min_yield)
-        self.feed = BusFeed(bus_endpoint, self.state)
+        self.state = HmiState(cfg.shifts, cfg.latency_budget_ms, cfg.min_yield, cfg.bridges)
+        self.feed = BusFeed(bus_endpoint, self.state, curve)
+        self.bridge_feed = ReportFeed(
+            cfg.bridges, self.state.ingest_report, self.state.report_invalid
+        )
         self._stopping = threading.Event()
         self.app = create_app(self.state, archive, cfg.push_hz, token, self._stopping)
         self._server = uvicorn.Server(
@@ -269,11 +283,14 @@ class HmiServer:
 
     def start(self, timeout_s: float = 10.0) -> None:
         self.feed.start()
+        if self.bridge_feed.endpoints:
+            self.bridge_feed.start()
         self._thread.start()
         deadline = time.monotonic() + timeout_s
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 self.feed.stop()
+                self.bridge_feed.stop()
                 cfg = self._server.config
                 msg = f"HMI did not start on {cfg.host}:{cfg.port}"
                 raise RuntimeError(msg)
@@ -286,10 +303,24 @@ class HmiServer:
         if self._thread.is_alive():
             self._thread.join(timeout_s)
         self.feed.stop()
+        self.bridge_feed.stop()
 
 
 class HmiConfigError(Exception):
-    """The HMI cannot start as configured (token file missing or empty)."""
+    """The HMI cannot start as configured (token or key file missing, empty or unsafe)."""
+
+
+def _client_keys(cfg: HmiConfig, env: Mapping[str, str] | None) -> keys.ClientKeys | None:
+    if cfg.curve is None:
+        return None
+    try:
+        return keys.ClientKeys(
+            keys.load_pair(credential(cfg.curve.secret_key_file, env)),
+            keys.load_public(credential(cfg.curve.server_public_key_file, env)),
+        )
+    except keys.KeyFileError as exc:
+        msg = f"hmi.curve: {exc}"
+        raise HmiConfigError(msg) from exc
 
 
 def from_config(cfg: Config, env: Mapping[str, str] | None = None) -> HmiServer:
@@ -305,5 +336,8 @@ def from_config(cfg: Config, env: Mapping[str, str] | None = None) -> HmiServer:
         if len(token) < 16:
             msg = f"hmi.token_file {path}: the token must be at least 16 characters"
             raise HmiConfigError(msg)
+    curve = _client_keys(cfg.hmi, env)
+    if cfg.bus.curve is not None and curve is None:
+        log.warning("hmi_without_curve", hint="the bus uses CURVE: set hmi.curve")
     folder = archive_dir(cfg.archive, env) if cfg.archive.enabled else None
-    return HmiServer(cfg.hmi, cfg.hmi.bus or cfg.bus.publish, folder, token)
+    return HmiServer(cfg.hmi, cfg.hmi.bus or cfg.bus.publish, folder, token, curve)

@@ -15,7 +15,9 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from linevision.bridges.alarms import AlarmMessage, BridgeHealth
 from linevision.bus import HeartbeatMessage, VerdictMessage
+from linevision.hmi.bridges import BridgeBoard
 
 RECENT_ROWS = 12
 LATENCY_WINDOW = 2000
@@ -58,6 +60,7 @@ class HmiState:
         shifts: tuple[str, ...] = ("06:00", "14:00", "22:00"),
         budget_ms: float = 30.0,
         min_yield: float = 0.95,
+        bridges: tuple[str, ...] = (),
     ) -> None:
         self.shifts = shifts
         self.budget_ms = budget_ms
@@ -77,6 +80,7 @@ class HmiState:
         self._heartbeat: HeartbeatMessage | None = None
         self._heartbeat_at: float | None = None
         self._started = time.monotonic()
+        self._bridges = BridgeBoard(bridges, self._started)
         self.verdicts = 0
         self.version = 0
 
@@ -89,6 +93,17 @@ class HmiState:
                 self._track_run(msg.run_id, now)
                 return
             self._verdict(msg, now)
+
+    def ingest_report(self, endpoint: str, msg: AlarmMessage | BridgeHealth) -> None:
+        """A validated health or alarm message from the bridge at ``endpoint``."""
+        with self._lock:
+            self.version += 1
+            self._bridges.ingest(endpoint, msg, time.monotonic())
+
+    def report_invalid(self, endpoint: str) -> None:
+        with self._lock:
+            self.version += 1
+            self._bridges.invalid(endpoint)
 
     def _track_run(self, run_id: str, now: float) -> None:
         if self._run_id is not None and run_id != self._run_id:
@@ -181,9 +196,10 @@ class HmiState:
                     "heartbeat_age_s": None if hb_age is None else round(hb_age, 1),
                     "cameras": {} if hb is None else hb.cameras,
                     "station_counters": {} if hb is None else hb.stations,
+                    "bridges": self._bridges.view(now),
                 },
             }
-            snap["alarms"] = self._alarms(now, hb, hb_age)
+            snap["alarms"] = self._alarms(now, hb, hb_age) + self._bridges.alarms(now)
         return snap
 
     def snapshot_json(self) -> str:

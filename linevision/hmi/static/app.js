@@ -121,6 +121,16 @@
       if (q !== undefined) rows.push([`queue ${esc(st.name)}`, String(q)]);
     }
     rows.push(["verdict bus", s.run_id ? `<span class="good">connected</span> · last seq ${s.last_seq}` : "waiting"]);
+    for (const b of h.bridges || []) {
+      const cls = { connected: "good", retrying: "warn", down: "bad" }[b.state] || "";
+      const facts = [b.age_s === null ? "no health message" : `${b.age_s} s ago`];
+      if (b.last_seq !== null) facts.push(`last seq ${b.last_seq}`);
+      if (b.backlog) facts.push(`backlog ${b.backlog}`);
+      if (b.lost) facts.push(`lost ${b.lost}`);
+      if (b.retries) facts.push(`${b.retries} retries`);
+      rows.push([`bridge ${esc(b.name || b.endpoint)}`, `<span class="${cls}" data-bridge="${esc(b.name || b.endpoint)}"` +
+        ` data-state="${esc(b.state)}">${esc(b.state)}</span> · ${esc(facts.join(" · "))}`]);
+    }
     $("health").innerHTML = rows.map(([k, v]) => `<tr><td>${k}</td><td>${v}</td></tr>`).join("");
   }
 
