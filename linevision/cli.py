@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from linevision import __version__
 from linevision.config import BusConfig, Config, ConfigError, format_validation_error, parse_config
+from linevision.model_commands import add_model_commands
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -381,6 +382,7 @@ def _add_tool_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     bench.set_defaults(func=cmd_bench)
 
     _add_operations_commands(sub)
+    add_model_commands(sub)
 
     synth = sub.add_parser("synth", help="write a generated dataset folder for a station")
     synth.add_argument(

@@ -53,6 +53,46 @@ class ViewSpec(_Model):
 REFERENCE_ROLES = ("encoder", "head")
 
 
+class ScreenSpec(_Model):
+    """The first stage of a ``tile_anomaly`` model: a local-contrast screen on the full tile.
+
+    Signal = |box_blur(B - R, kernel) - (B - R)| (saturating uint8), box-smoothed by
+    ``smooth``; a tile whose largest signal reaches ``threshold`` goes to the second stage.
+    """
+
+    method: Literal["chroma_tophat"] = "chroma_tophat"
+    kernel: int = Field(gt=1)
+    smooth: int = Field(ge=1)
+    threshold: float = Field(gt=0.0)
+
+
+class TileAnomalySpec(_Model):
+    """Tiling and thresholds of a ``tile_anomaly`` model (seeds 003 + 004).
+
+    Frames are cut into ``tile`` x ``tile`` tiles with ``overlap``; each flagged tile is
+    downscaled by ``downscale`` (INTER_AREA) to the model input, whose output map has one
+    cell per ``map_stride`` frame pixels. A tile is NG when its map's maximum exceeds
+    ``score_threshold``; map cells above it form the defects. The ``edge_cells`` outermost
+    cells of a tile's map along an edge shared with a neighbour are dropped (the overlap must
+    cover them twice over: ``overlap >= 2 * edge_cells * map_stride``).
+    """
+
+    tile: int = Field(gt=0)
+    overlap: int = Field(ge=0)
+    downscale: int = Field(ge=1)
+    map_stride: int = Field(gt=0)
+    score_threshold: float = Field(gt=0.0)
+    screen: ScreenSpec
+    edge_cells: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _overlap_covers_edges(self) -> Self:
+        if self.overlap < 2 * self.edge_cells * self.map_stride:
+            msg = f"overlap {self.overlap} < 2 * edge_cells * map_stride; edges left uncovered"
+            raise ValueError(msg)
+        return self
+
+
 class Manifest(_Model):
     """A model folder's description.
 
@@ -67,7 +107,7 @@ class Manifest(_Model):
     schema_version: Literal[1] = 1
     name: str
     version: str
-    kind: Literal["classifier", "reference_compare"]
+    kind: Literal["classifier", "reference_compare", "tile_anomaly"]
     file: str = "model.onnx"
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     input: InputSpec
@@ -82,9 +122,13 @@ class Manifest(_Model):
     sha256s: dict[str, str] = Field(default_factory=dict)
     views: tuple[ViewSpec, ...] = ()
     feature_output: str | None = None
+    tile_anomaly: TileAnomalySpec | None = None
 
     @model_validator(mode="after")
     def _reference_fields(self) -> Self:
+        if self.kind == "tile_anomaly" and self.tile_anomaly is None:
+            msg = "tile_anomaly needs the tile_anomaly section (tiling, screen, threshold)"
+            raise ValueError(msg)
         if self.kind != "reference_compare":
             return self
         if set(self.files) != set(REFERENCE_ROLES) or set(self.sha256s) != set(REFERENCE_ROLES):

@@ -74,8 +74,9 @@ def p_ng(logits: F32Array) -> F64Array:
 class ReferenceModel:
     """One verified ``reference_compare`` model folder with its cached reference features."""
 
-    def __init__(self, model_dir: Path, options: SessionOptions = SessionOptions()) -> None:
+    def __init__(self, model_dir: Path, options: SessionOptions | None = None) -> None:
         t0 = time.perf_counter()
+        options = options or SessionOptions()
         self.manifest: Manifest
         self.manifest, files = load_model_files(model_dir)
         self._encoder = _session(files["encoder"], options)
@@ -100,20 +101,23 @@ class ReferenceModel:
         )
 
     def _check_io(self, files: dict[str, Path]) -> None:
+        """The graphs' input names must be the manifest's; its outputs must be among theirs."""
         m = self.manifest
-        checks = [
-            (files["encoder"], _names(self._encoder, "get_inputs"), {m.input.name}),
-            (files["encoder"], _names(self._encoder, "get_outputs"), {m.feature_output}),
-            (files["head"], _names(self._head, "get_outputs"), {m.output}),
+        heads = {n for v in m.views for n in (v.inspection_input, v.reference_input)}
+        checks: list[tuple[Path, set[str], set[str], bool]] = [
+            (files["encoder"], _names(self._encoder, "get_inputs"), {m.input.name}, True),
             (
-                files["head"],
-                _names(self._head, "get_inputs"),
-                {n for v in m.views for n in (v.inspection_input, v.reference_input)},
+                files["encoder"],
+                _names(self._encoder, "get_outputs"),
+                {str(m.feature_output)},
+                False,
             ),
+            (files["head"], _names(self._head, "get_inputs"), heads, True),
+            (files["head"], _names(self._head, "get_outputs"), {m.output}, False),
         ]
-        for path, actual, wanted in checks:
-            if wanted != actual and not wanted <= actual:
-                msg = f"{path}: manifest names {sorted(map(str, wanted))}, model has {sorted(actual)}"
+        for path, actual, wanted, exact in checks:
+            if (wanted != actual) if exact else not wanted <= actual:
+                msg = f"{path}: manifest names {sorted(wanted)}, the graph has {sorted(actual)}"
                 raise ModelFileError(msg)
 
     def _view(self, view: str | None) -> ViewSpec:
@@ -165,8 +169,8 @@ class ReferenceModel:
     def has_reference(self) -> bool:
         return self._reference is not None
 
-    def scores(self, *features: F32Array) -> F64Array:
-        """P(NG) per cell from each view's inspection features (N, C, h, w), in view order."""
+    def logits(self, *features: F32Array) -> F32Array:
+        """(N, 2) head logits (OK, NG) from each view's inspection features, in view order."""
         if self._reference is None:
             msg = f"model {self.ref.name}: set_reference was not called for this recipe"
             raise NoReferenceError(msg)
@@ -177,8 +181,11 @@ class ReferenceModel:
         for spec, insp, ref in zip(self.manifest.views, features, self._reference, strict=True):
             feeds[spec.inspection_input] = insp
             feeds[spec.reference_input] = ref
-        logits = self._head.run([self.manifest.output], feeds)[0]
-        return p_ng(np.asarray(logits, dtype=np.float32))
+        return np.asarray(self._head.run([self.manifest.output], feeds)[0], dtype=np.float32)
+
+    def scores(self, *features: F32Array) -> F64Array:
+        """P(NG) per cell from each view's inspection features (N, C, h, w), in view order."""
+        return p_ng(self.logits(*features))
 
     def decide(self, *features: F32Array) -> Decision:
         """OK / NG for one cell from each view's features: NG when P(NG) >= the threshold.

@@ -72,6 +72,7 @@ def export_onnx(
     module.eval()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="You are using the legacy TorchScript")
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
         torch.onnx.export(
             module,
             example,
@@ -190,6 +191,8 @@ class FitConfig:
     lr: float
     weight_decay: float
     seed: int
+    deadline: float
+    """``time.monotonic()`` by which training must stop."""
 
 
 @dataclass
@@ -207,12 +210,11 @@ def fit(
     n_train: int,
     validate: Callable[[], tuple[Labels, F64Array]],
     config: FitConfig,
-    deadline: float,
 ) -> FitResult:
     """AdamW on mini-batches of ``n_train`` samples; keeps the best validation epoch.
 
     An epoch's key is (-OK false reject at NG recall 0.99, -validation loss), higher better.
-    Stops after ``config.epochs`` or before an epoch would end past ``deadline`` (monotonic);
+    Stops after ``config.epochs`` or before an epoch would end past ``config.deadline``;
     the learning rate follows whichever of the two runs out first.
     """
     rng = np.random.default_rng(config.seed)
@@ -226,13 +228,13 @@ def fit(
     step, epoch_seconds = 0, 0.0
     for epoch in range(1, config.epochs + 1):
         t_epoch = time.monotonic()
-        if t_epoch + epoch_seconds > deadline:
+        if t_epoch + epoch_seconds > config.deadline:
             break
         model.train()
         losses: list[float] = []
         order = rng.permutation(n_train)
         for start in range(0, steps_per_epoch * config.batch_size, config.batch_size):
-            elapsed = (time.monotonic() - started) / max(deadline - started, 1.0)
+            elapsed = (time.monotonic() - started) / max(config.deadline - started, 1.0)
             lr = lr_at(max(step / total, elapsed), config.lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final, overload
 
 import numpy as np
 import torch
@@ -30,15 +32,15 @@ from linevision.inference.manifest import (
     sha256_file,
     write_manifest,
 )
+from linevision.inference.reference import ReferenceModel
 from linevision.log import get_logger
 from linevision.synth.contract import read_labels, reference_paths
 from linevision.train import _compare, _evaluate
 from linevision.train.efficientnet_lite import pretrained_stem
+from linevision.types import Image
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
-
-    from linevision.types import Image
+    from collections.abc import Callable
 
 ENCODER_FILE: Final = "encoder.onnx"
 HEAD_FILE: Final = "head.onnx"
@@ -48,13 +50,6 @@ LOGITS: Final = "logits"
 ONNX_TOLERANCE: Final = 1e-3
 
 log = get_logger(__name__)
-
-
-class Trainable(Protocol):
-    adapter: nn.Module
-    head: nn.Module
-
-    def parameters(self, recurse: bool = True) -> Any: ...  # noqa: D102, FBT001, FBT002
 
 
 @dataclass(frozen=True)
@@ -83,6 +78,30 @@ class RunConfig:
     weight_decay: float = 1e-4
     ng_weight: float = 2.0
     threads: int = 2
+    cache: Path | None = None
+
+
+class LazyViews(Sequence[tuple["Image", ...]]):
+    """Each cell's view images, read from disk when asked for (cached folders never are)."""
+
+    def __init__(self, paths: list[tuple[Path, ...]]) -> None:
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[Image, ...]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[tuple[Image, ...]]: ...
+    def __getitem__(self, index: int | slice) -> tuple[Image, ...] | list[tuple[Image, ...]]:
+        if isinstance(index, slice):
+            return [self._read(p) for p in self.paths[index]]
+        return self._read(self.paths[index])
+
+    @staticmethod
+    def _read(paths: tuple[Path, ...]) -> tuple[Image, ...]:
+        return tuple(_compare.read_gray(p) for p in paths)
 
 
 @dataclass(frozen=True)
@@ -90,23 +109,28 @@ class Cells:
     """One folder (one reference) worth of samples: per cell one image per view, labels 0/1."""
 
     folder: Path
-    views: list[tuple[Image, ...]]
+    names: list[str]
+    views: LazyViews
     labels: _compare.Labels
     reference: tuple[Image, ...]
 
     def subset(self, index: Sequence[int]) -> Cells:
-        picked = [self.views[i] for i in index]
-        return Cells(self.folder, picked, self.labels[np.asarray(index, dtype=np.int64)], self.reference)
+        return Cells(
+            self.folder,
+            [self.names[i] for i in index],
+            LazyViews([self.views.paths[i] for i in index]),
+            self.labels[np.asarray(index, dtype=np.int64)],
+            self.reference,
+        )
 
 
 def load_cells(folder: Path, station: str) -> Cells:
     samples = read_labels(folder, station)
-    views = [
-        tuple(_compare.read_gray(p) for p in (s.views or (s.path,))) for s in samples
-    ]
+    views = LazyViews([s.views or (s.path,) for s in samples])
     labels = np.asarray([int(s.label == "NG") for s in samples], dtype=np.int64)
     reference = tuple(_compare.read_gray(p) for p in reference_paths(folder, station))
-    return Cells(folder, views, labels, reference)
+    names = [str(s.path.relative_to(folder)) for s in samples]
+    return Cells(folder, names, views, labels, reference)
 
 
 def load_sets(config: RunConfig, station: str) -> dict[str, list[Cells]]:
@@ -133,17 +157,17 @@ class Cached:
     features: list[np.ndarray]
     labels: _compare.Labels
     references: list[np.ndarray]
-    folder: npt_int
-
-
-npt_int = np.ndarray
+    folder: np.ndarray
 
 
 def _input(station: Station, view: ViewSpec) -> InputSpec:
     return station.input_spec.model_copy(update={"height": view.height, "width": view.width})
 
 
-def cache_features(station: Station, session: object, sets: list[Cells]) -> Cached:
+def _stem_features(
+    station: Station, session: object, cells: Cells
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Stem features per view (N, C, h, w) and the reference's (1, C, h, w), float16."""
     run = getattr(session, "run")  # noqa: B009
 
     def encode(images: Sequence[Image], spec: InputSpec) -> np.ndarray:
@@ -154,11 +178,50 @@ def cache_features(station: Station, session: object, sets: list[Cells]) -> Cach
         ]
         return np.concatenate(out)
 
-    features, references = [], []
-    for v, view in enumerate(station.views):
-        spec = _input(station, view)
-        features.append(np.concatenate([encode([c[v] for c in s.views], spec) for s in sets]))
-        references.append(np.concatenate([encode([s.reference[v]], spec) for s in sets]))
+    specs = [_input(station, view) for view in station.views]
+    images = cells.views[:]
+    features = [encode([c[v] for c in images], spec) for v, spec in enumerate(specs)]
+    references = [encode([cells.reference[v]], spec) for v, spec in enumerate(specs)]
+    return features, references
+
+
+def _cache_path(station: Station, cells: Cells, cache: Path) -> Path:
+    """Stem features depend on the stem, the view sizes and the images, not on training."""
+    digest = hashlib.sha256()
+    stat = (cells.folder / "labels.csv").stat()
+    key = [
+        "npz-v2",
+        station.name,
+        station.stride,
+        str(cells.folder.resolve()),
+        stat.st_size,
+        stat.st_mtime_ns,
+    ]
+    key += [(v.height, v.width) for v in station.views]
+    digest.update(repr((key, cells.names)).encode())
+    return cache / f"{station.name}-{digest.hexdigest()[:20]}.npz"
+
+
+def cache_features(
+    station: Station, session: object, sets: list[Cells], cache: Path | None = None
+) -> Cached:
+    """Stem features of every folder, read from ``cache`` when an earlier run stored them."""
+    per_folder = []
+    for cells in sets:
+        path = _cache_path(station, cells, cache) if cache else None
+        if path is not None and path.is_file():
+            with np.load(path) as stored:
+                count = len(station.views)
+                feats = [stored[f"arr_{v}"] for v in range(count)]
+                refs = [stored[f"arr_{count + v}"] for v in range(count)]
+        else:
+            feats, refs = _stem_features(station, session, cells)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                np.savez(path, *feats, *refs)
+        per_folder.append((feats, refs))
+    features = [np.concatenate([f[v] for f, _ in per_folder]) for v in range(len(station.views))]
+    references = [np.concatenate([r[v] for _, r in per_folder]) for v in range(len(station.views))]
     labels = np.concatenate([s.labels for s in sets])
     folder = np.concatenate([np.full(len(s.labels), i) for i, s in enumerate(sets)])
     return Cached(features, labels, references, folder)
@@ -200,9 +263,9 @@ def train(
         return val_set.labels, _compare.ng_margin(np.concatenate(out))
 
     fit_config = _compare.FitConfig(
-        config.epochs, config.batch_size, config.lr, config.weight_decay, config.seed
+        config.epochs, config.batch_size, config.lr, config.weight_decay, config.seed, deadline
     )
-    result = _compare.fit(model, batch_loss, len(train_set.labels), validate, fit_config, deadline)
+    result = _compare.fit(model, batch_loss, len(train_set.labels), validate, fit_config)
     return model.eval(), result
 
 
@@ -217,7 +280,10 @@ def run(station: Station, config: RunConfig) -> Manifest:
         stem_path = Path(tmp) / "stem.onnx"
         _export_encoder(station, stem, stem_path)
         session = _compare.ort_session(stem_path, config.threads)
-        cached = {role: cache_features(station, session, sets[role]) for role in ("train", "val")}
+        cached = {
+            role: cache_features(station, session, sets[role], config.cache)
+            for role in ("train", "val")
+        }
     for role, c in cached.items():
         log.info("features_cached", set=role, n=len(c.labels), ng=int(c.labels.sum()))
     log.info("data_ready", seconds=round(time.monotonic() - started, 1))
@@ -256,9 +322,9 @@ def run(station: Station, config: RunConfig) -> Manifest:
     }
     manifest = _manifest(station, config.out, 0.5, training, {})
     write_manifest(config.out, manifest)
-    metrics = _evaluate.evaluate(config.out, sets["val"], sets["test"], config.threads)
-    threshold = float(metrics.pop("threshold"))  # type: ignore[arg-type]
-    metrics["torch_onnx_max_abs_diff"] = _check_onnx(model, cached["val"], config.out)
+    diff = _check_onnx(encoder, head, sets["val"][0], config.out)
+    threshold, metrics = _evaluate.evaluate(config.out, sets["val"], sets["test"])
+    metrics["torch_onnx_max_abs_margin_diff"] = diff
     manifest = _manifest(station, config.out, threshold, training, metrics)
     write_manifest(config.out, manifest)
     log.info(
@@ -311,16 +377,31 @@ def _export_head(station: Station, encoder: nn.Module, head: nn.Module, path: Pa
     )
 
 
-def _check_onnx(model: nn.Module, cached: Cached, out: Path) -> float:
-    """Largest |torch - onnxruntime| head logit on a few validation cells (stem features in)."""
-    from linevision.inference.reference import ReferenceModel  # noqa: PLC0415
-
+def _check_onnx(encoder: nn.Module, head: nn.Module, cells: Cells, out: Path) -> float:
+    """Largest |torch - onnxruntime| NG margin over a few validation cells, from the images."""
     runtime = ReferenceModel(out)
-    del runtime
-    index = np.arange(min(8, len(cached.labels)))
+    runtime.set_reference(cells.reference)
+    count = min(8, len(cells.labels))
+    images = cells.views[:count]
+    ort_logits = runtime.logits(
+        *(
+            runtime.encode_batch([c[v] for c in images], view)
+            for v, view in enumerate(runtime.view_names)
+        )
+    )
     with torch.inference_mode():
-        expected = _forward(model, cached, index).numpy()
-    return float(np.abs(expected).max() * 0.0)
+        inspections, references = [], []
+        for v, view in enumerate(runtime.view_names):
+            x = runtime.preprocess([c[v] for c in images], view)
+            inspections.append(encoder(torch.from_numpy(x)))
+            ref = runtime.preprocess([cells.reference[v]], view)
+            references.append(encoder(torch.from_numpy(ref)))
+        torch_logits = head(inspections, references).numpy()
+    diff = float(np.abs(_compare.ng_margin(torch_logits) - _compare.ng_margin(ort_logits)).max())
+    if diff > ONNX_TOLERANCE:
+        msg = f"onnxruntime margins differ from torch by {diff:.2e} (tolerance {ONNX_TOLERANCE})"
+        raise RuntimeError(msg)
+    return diff
 
 
 def _manifest(
@@ -375,6 +456,9 @@ def parse_args(name: str, argv: Sequence[str] | None = None) -> RunConfig:
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     parser.add_argument("--ng-weight", type=float, default=2.0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="folder keeping the frozen stem's features"
+    )
     a = parser.parse_args(argv)
     return RunConfig(
         data=tuple(a.data),
@@ -389,4 +473,5 @@ def parse_args(name: str, argv: Sequence[str] | None = None) -> RunConfig:
         weight_decay=a.weight_decay,
         ng_weight=a.ng_weight,
         threads=a.threads,
+        cache=a.cache,
     )

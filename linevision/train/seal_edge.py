@@ -27,38 +27,24 @@ reference features) to logits, so the runtime encodes the reference once per rec
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
-import tempfile
-import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional
 
-from linevision.inference.classifier import preprocess
 from linevision.inference.manifest import InputSpec, Normalisation, ViewSpec
 from linevision.log import configure, get_logger
 from linevision.synth import seal_edge as synth
-from linevision.synth.contract import read_labels, reference_paths
-from linevision.train import _compare, _shipping
-from linevision.train.efficientnet_lite import (
-    PIXEL_MEAN,
-    PIXEL_STD,
-    STRIDE_CHANNELS,
-    Stem,
-    pretrained_stem,
-)
+from linevision.train._shipping import Station, parse_args, run
+from linevision.train.efficientnet_lite import PIXEL_MEAN, PIXEL_STD, STRIDE_CHANNELS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
 NAME: Final = "seal_edge"
-STATION: Final = "seal_edge"
 STRIDE: Final = 8
 DIM: Final = 48
 HEADS: Final = 4
@@ -86,27 +72,13 @@ def conv_bn(cin: int, cout: int, kernel: int = 3, stride: int = 1) -> nn.Sequent
     )
 
 
-class Encoder(nn.Module):
-    """Frozen pretrained stem (optional: absent when training on cached stem features) + adapter."""
-
-    def __init__(self, stem: Stem | None) -> None:
-        super().__init__()
-        self.stem = stem
-        self.adapter = conv_bn(STRIDE_CHANNELS[STRIDE], DIM, kernel=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stem is not None:
-            x = self.stem(x)
-        y: torch.Tensor = self.adapter(x)
-        return y
-
-
 class CrossAttention(nn.Module):
     """Multi-head attention: queries from the inspection map, keys/values from the reference."""
 
     def __init__(self, dim: int, heads: int, grid: tuple[int, int]) -> None:
         super().__init__()
         self.heads = heads
+        self.scale = 1.0 / math.sqrt(dim // heads)
         self.rows = nn.Parameter(torch.zeros(1, dim, grid[0], 1))
         self.cols = nn.Parameter(torch.zeros(1, dim, 1, grid[1]))
         nn.init.normal_(self.rows, std=0.5)
@@ -124,12 +96,11 @@ class CrossAttention(nn.Module):
         pos = self.rows + self.cols
         pos_ref = functional.avg_pool2d(pos, (1, REF_POOL))
         reference = functional.avg_pool2d(reference, (1, REF_POOL))
-        reference = reference.expand(inspection.shape[0], -1, -1, -1)
+        reference = reference + torch.zeros_like(inspection[:, :1, :1, :1])
         q = self._tokens(self.q(inspection + pos))
         k = self._tokens(self.k(reference + pos_ref))
         v = self._tokens(self.v(reference))
-        scale = 1.0 / math.sqrt(q.shape[2])
-        attention = torch.softmax(torch.einsum("nhdq,nhdk->nhqk", q, k) * scale, dim=-1)
+        attention = torch.softmax(torch.einsum("nhdq,nhdk->nhqk", q, k) * self.scale, dim=-1)
         attended = torch.einsum("nhqk,nhdk->nhdq", attention, v)
         y: torch.Tensor = self.out(attended.reshape(inspection.shape))
         return y
@@ -169,7 +140,10 @@ class Head(nn.Module):
         self.classifier = nn.Sequential(conv_bn(DIM, DIM), conv_bn(DIM, DIM, stride=2))
         self.fc = nn.Linear(2 * DIM, 2)
 
-    def forward(self, inspection: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, inspections: list[torch.Tensor], references: list[torch.Tensor]
+    ) -> torch.Tensor:
+        (inspection,), (reference,) = inspections, references
         attended = self.attention(inspection, reference)
         mixed = torch.cat([inspection, attended, inspection - attended], dim=1)
         x = functional.relu(self.gain(self.interaction(mixed)))
@@ -180,116 +154,31 @@ class Head(nn.Module):
 
 
 class Trainable(nn.Module):
-    """Adapter and head over cached stem features, as trained."""
+    """The trained layers: the encoder's adapter (after the frozen stem) and the head."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.encoder = Encoder(None)
+        self.adapter = conv_bn(STRIDE_CHANNELS[STRIDE], DIM, kernel=1)
         self.head = Head()
 
-    def forward(self, inspection: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        logits: torch.Tensor = self.head(self.encoder(inspection), self.encoder(reference))
-        return logits
 
-
-def load_folder(folder: Path) -> tuple[list[np.ndarray], _compare.Labels, np.ndarray]:
-    """Preprocessed images (1, H, W), labels (0 OK, 1 NG) and the preprocessed reference."""
-    samples = read_labels(folder, STATION)
-    images = [preprocess(_compare.read_gray(s.path), INPUT, NORM) for s in samples]
-    labels = np.asarray([int(s.label == "NG") for s in samples], dtype=np.int64)
-    (ref_path,) = reference_paths(folder, STATION)
-    return images, labels, preprocess(_compare.read_gray(ref_path), INPUT, NORM)
-
-
-def stem_features(session: object, images: Sequence[np.ndarray]) -> np.ndarray:
-    """Cached stem features (N, 40, 16, 64) as float16."""
-    run = getattr(session, "run")  # noqa: B009
-    out = [
-        np.asarray(run(None, {"image": np.stack(images[i : i + 32])})[0], dtype=np.float16)
-        for i in range(0, len(images), 32)
-    ]
-    return np.concatenate(out)
-
-
-def run(config: _shipping.RunConfig) -> None:
-    started = time.monotonic()
-    torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    stem = pretrained_stem(STRIDE)
-    with tempfile.TemporaryDirectory() as tmp:
-        stem_path = Path(tmp) / "stem.onnx"
-        _compare.export_onnx(
-            stem,
-            (torch.zeros(1, 1, *INPUT_HW),),
-            stem_path,
-            (["image"], ["features"]),
-            {"image": {0: "batch"}, "features": {0: "batch"}},
-        )
-        session = _compare.ort_session(stem_path, config.threads)
-        sets = {}
-        for role, folders in (("train", config.data), ("val", config.val)):
-            parts = [load_folder(f) for f in folders]
-            feats = np.concatenate([stem_features(session, p[0]) for p in parts])
-            labels = np.concatenate([p[1] for p in parts])
-            refs = np.concatenate([stem_features(session, [p[2]]) for p in parts])
-            design = np.concatenate([np.full(len(p[1]), i) for i, p in enumerate(parts)])
-            sets[role] = (feats, labels, refs, design)
-            log.info("features_cached", set=role, n=len(labels), ng=int(labels.sum()))
-    log.info("data_ready", seconds=round(time.monotonic() - started, 1))
-    model = Trainable()
-    train_feats, train_labels, train_refs, train_design = sets["train"]
-
-    def batch_loss(index: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(train_feats[index].astype(np.float32))
-        ref = torch.from_numpy(train_refs[train_design[index]].astype(np.float32))
-        y = torch.from_numpy(train_labels[index])
-        return _compare.cross_entropy(model(x, ref), y, config.ng_weight)
-
-    def validate() -> tuple[_compare.Labels, _compare.F64Array]:
-        feats, labels, refs, design = sets["val"]
-        model.eval()
-        out = []
-        with torch.inference_mode():
-            for i in range(0, len(labels), 64):
-                x = torch.from_numpy(feats[i : i + 64].astype(np.float32))
-                ref = torch.from_numpy(refs[design[i : i + 64]].astype(np.float32))
-                out.append(model(x, ref).numpy())
-        return labels, _compare.ng_margin(np.concatenate(out))
-
-    fit_config = _compare.FitConfig(
-        config.epochs, config.batch_size, config.lr, config.weight_decay, config.seed
-    )
-    deadline = started + config.minutes * 60.0
-    result = _compare.fit(model, batch_loss, len(train_labels), validate, fit_config, deadline)
-    model.eval()
-    encoder = Encoder(stem)
-    encoder.adapter.load_state_dict(model.encoder.adapter.state_dict())
-    _shipping.ship(
-        _shipping.Shippable(
-            name=NAME,
-            station=STATION,
-            encoder=encoder.eval(),
-            head=model.head.eval(),
-            views=(VIEW,),
-            input_spec=INPUT,
-            normalisation=NORM,
-            feature_shape=(DIM, *GRID),
-            architecture=__doc__ or "",
-        ),
-        config,
-        result,
-        started,
-    )
-
-
-INPUT_HW: Final = (synth.HEIGHT, synth.WIDTH)
+STATION = Station(
+    name=NAME,
+    views=(VIEW,),
+    input_spec=INPUT,
+    normalisation=NORM,
+    stride=STRIDE,
+    build=Trainable,
+    architecture=(__doc__ or "").split("The patent's", 1)[-1].strip(),
+    dynamic_size=False,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     configure(fmt="json")
-    config = _shipping.parse_args(NAME, argv)
+    config = parse_args(NAME, argv)
     log.info("train_start", **{k: str(v) for k, v in vars(config).items()})
-    run(config)
+    run(STATION, config)
     return 0
 
 

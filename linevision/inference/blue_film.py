@@ -1,0 +1,334 @@
+"""Blue-film inspection over a streaming line-scan frame: screen every tile, score the flagged.
+
+Two stages per tile (seeds 003 + 004). The screen is a local-contrast detector on the full
+resolution tile (the film is blue, every defect kind is grey, white or black, so the chroma
+B - R drops on a defect; a box-blur background minus the pixel keeps 3 px defects). A tile
+whose screen signal reaches the manifest's threshold goes to the anomaly graph (pretrained
+teacher and distilled student in one ONNX file) on the tile downscaled by ``downscale``.
+
+``FilmInspector`` owns one preallocated frame buffer; ``add_strip`` copies arriving lines
+into it, screens each tile as soon as its last line is in and scores flagged tiles at once,
+so that ``finish`` only handles the last row of tiles, stitches the maps and decides.
+Tiles overlap so that the outermost map cells along a tile edge shared with a neighbour can
+be dropped: the student is least reliable at tile edges, and a neighbour sees those pixels.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from linevision.inference.manifest import Manifest, ModelFileError, ScreenSpec, load_manifest
+from linevision.log import get_logger
+from linevision.tiling import Tile, plan_tiles, tiles_ready
+from linevision.types import Decision, Defect, ModelRef
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+U8Image = npt.NDArray[np.uint8]
+F32Array = npt.NDArray[np.float32]
+TileKey = tuple[int, int]
+
+DEFECT_KIND: Final = "film_anomaly"
+HEIGHT: Final = 18000
+WIDTH: Final = 4000
+
+log = get_logger(__name__)
+
+
+class FrameSizeError(ValueError):
+    """Lines that do not fit the inspector's frame (wrong width, or past its last line)."""
+
+
+def screen_signal(tile: U8Image, spec: ScreenSpec) -> U8Image:
+    """|box_blur(B - R) - (B - R)|, box-smoothed: high where the film's chroma breaks."""
+    blue, _, red = cv2.split(tile)
+    chroma = cv2.subtract(blue, red)
+    background = cv2.blur(chroma, (spec.kernel, spec.kernel))
+    signal = cv2.absdiff(background, chroma)
+    if spec.smooth > 1:
+        signal = cv2.blur(signal, (spec.smooth, spec.smooth))
+    return np.asarray(signal, dtype=np.uint8)
+
+
+def screen_score(tile: U8Image, spec: ScreenSpec) -> float:
+    """The largest screen signal of a BGR tile; the tile is flagged at ``spec.threshold``."""
+    return float(screen_signal(tile, spec).max())
+
+
+def scaled_plan(plan: tuple[Tile, ...], factor: int) -> tuple[Tile, ...]:
+    """The same plan on a map with one cell per ``factor`` pixels.
+
+    >>> p = scaled_plan(plan_tiles(2048, 4000, 1024, 0), 16)
+    >>> (p[-1].y0, p[-1].y1, p[-1].x0, p[-1].x1, p[-1].own_x0)
+    (64, 128, 186, 250, 189)
+    """
+    for t in plan:
+        if any(v % factor for v in (t.y0, t.y1, t.x0, t.x1)):
+            msg = f"tile ({t.row},{t.col}) window is not a multiple of {factor} px"
+            raise ValueError(msg)
+    return tuple(
+        Tile(
+            row=t.row,
+            col=t.col,
+            y0=t.y0 // factor,
+            y1=t.y1 // factor,
+            x0=t.x0 // factor,
+            x1=t.x1 // factor,
+            own_y0=t.own_y0 // factor,
+            own_y1=t.own_y1 // factor,
+            own_x0=t.own_x0 // factor,
+            own_x1=t.own_x1 // factor,
+        )
+        for t in plan
+    )
+
+
+def drop_inner_edges(
+    tile_map: F32Array, tile: Tile, frame_shape: tuple[int, int], cells: int
+) -> F32Array:
+    """Zero ``cells`` map cells along each tile edge that is not on the frame's edge.
+
+    >>> t = plan_tiles(2048, 1024, 1024, 32)[0]
+    >>> drop_inner_edges(np.ones((4, 4), np.float32), t, (2048, 1024), 1)[:, 0]
+    array([1., 1., 1., 0.], dtype=float32)
+    """
+    if cells <= 0:
+        return tile_map
+    height, width = frame_shape
+    if tile.y0 > 0:
+        tile_map[:cells] = 0.0
+    if tile.y1 < height:
+        tile_map[-cells:] = 0.0
+    if tile.x0 > 0:
+        tile_map[:, :cells] = 0.0
+    if tile.x1 < width:
+        tile_map[:, -cells:] = 0.0
+    return tile_map
+
+
+def max_stitch(plan: tuple[Tile, ...], maps: dict[TileKey, F32Array], out: F32Array) -> F32Array:
+    """Write each tile's whole map into ``out`` keeping the maximum where tiles overlap.
+
+    Order-independent; tiles missing from ``maps`` leave ``out`` as it was.
+    """
+    for t in plan:
+        tile_map = maps.get((t.row, t.col))
+        if tile_map is None:
+            continue
+        if tile_map.shape != (t.y1 - t.y0, t.x1 - t.x0):
+            msg = f"tile ({t.row},{t.col}) map shape {tile_map.shape} != tile map size"
+            raise ValueError(msg)
+        window = out[t.y0 : t.y1, t.x0 : t.x1]
+        np.maximum(window, tile_map, out=window)
+    return out
+
+
+def defects_from_map(
+    anomaly: F32Array, threshold: float, stride: int, frame_shape: tuple[int, int]
+) -> tuple[Defect, ...]:
+    """Connected regions of ``anomaly > threshold`` as frame boxes, padded by one cell.
+
+    >>> m = np.zeros((8, 8), np.float32)
+    >>> m[2:4, 5] = 3.0
+    >>> defects_from_map(m, 1.0, 16, (128, 128))
+    (Defect(kind='film_anomaly', score=3.0, x=64, y=16, w=48, h=64),)
+    """
+    mask = (anomaly > threshold).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    height, width = frame_shape
+    found: list[Defect] = []
+    for i in range(1, count):
+        cx, cy, cw, ch = (int(v) for v in stats[i, :4])
+        x0, y0 = max((cx - 1) * stride, 0), max((cy - 1) * stride, 0)
+        x1, y1 = min((cx + cw + 1) * stride, width), min((cy + ch + 1) * stride, height)
+        score = float(anomaly[labels == i].max())
+        found.append(Defect(DEFECT_KIND, round(score, 4), x0, y0, x1 - x0, y1 - y0))
+    return tuple(sorted(found, key=lambda d: -d.score))
+
+
+def box_contains(box: Defect, x0: int, y0: int, x1: int, y1: int) -> bool:
+    """Whether the pixel box ``[x0:x1, y0:y1]`` lies inside ``box``."""
+    return box.x <= x0 and box.y <= y0 and x1 <= box.x + box.w and y1 <= box.y + box.h
+
+
+@dataclass(frozen=True)
+class FilmResult:
+    """One frame's outcome: the decision, the reduced-resolution map and mask, tile scores."""
+
+    decision: Decision
+    anomaly: F32Array
+    mask: U8Image
+    screen_scores: dict[TileKey, float]
+    tile_scores: dict[TileKey, float]
+    screen_ms: float
+    anomaly_ms: float
+    finish_ms: float
+
+    @property
+    def flagged(self) -> tuple[TileKey, ...]:
+        return tuple(sorted(self.tile_scores))
+
+
+def _session(path: Path, threads: int) -> Any:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        msg = f"onnxruntime cannot load {path}: {exc}"
+        raise ModelFileError(msg) from exc
+
+
+class FilmInspector:
+    """Two-stage inspection of ``height`` x ``width`` BGR frames arriving as strips of lines."""
+
+    def __init__(
+        self, model_dir: Path, height: int = HEIGHT, width: int = WIDTH, *, threads: int = 2
+    ) -> None:
+        manifest, onnx_path = load_manifest(model_dir)
+        if manifest.kind != "tile_anomaly" or manifest.tile_anomaly is None:
+            msg = f"{onnx_path}: kind {manifest.kind!r}, expected 'tile_anomaly'"
+            raise ModelFileError(msg)
+        self.manifest: Manifest = manifest
+        self.spec = manifest.tile_anomaly
+        stride = self.spec.map_stride
+        if height % stride or width % stride:
+            msg = f"frame {width} x {height} must be a multiple of {stride} px on each side"
+            raise FrameSizeError(msg)
+        self.ref = ModelRef(manifest.name, manifest.version, manifest.sha256)
+        self._session = _session(onnx_path, threads)
+        self.buffer: U8Image = np.zeros((height, width, 3), dtype=np.uint8)
+        self.plan = plan_tiles(height, width, self.spec.tile, self.spec.overlap)
+        self._map_plan = scaled_plan(self.plan, stride)
+        self._map: F32Array = np.zeros((height // stride, width // stride), dtype=np.float32)
+        size = (manifest.input.width, manifest.input.height)
+        self._resized: U8Image = np.zeros((size[1], size[0], 3), dtype=np.uint8)
+        self._input: F32Array = np.zeros((1, 3, size[1], size[0]), dtype=np.float32)
+        self._lines = 0
+        self._screened: dict[TileKey, float] = {}
+        self._maps: dict[TileKey, F32Array] = {}
+        self._screen_s = 0.0
+        self._anomaly_s = 0.0
+        log.info("film_inspector_ready", model=self.ref.name, height=height, width=width)
+
+    @property
+    def lines(self) -> int:
+        return self._lines
+
+    def reset(self) -> None:
+        """Start a new frame in the same buffer."""
+        self._lines = 0
+        self._screened = {}
+        self._maps = {}
+        self._screen_s = 0.0
+        self._anomaly_s = 0.0
+
+    def add_strip(self, lines: U8Image) -> None:
+        """Copy the next ``lines`` (n, width, 3) into the frame; screen and score ready tiles."""
+        height, width = self.buffer.shape[:2]
+        n = lines.shape[0]
+        if lines.shape[1:] != (width, 3) or self._lines + n > height:
+            msg = (
+                f"strip of shape {lines.shape} does not fit frame {width} x {height} "
+                f"after {self._lines} lines"
+            )
+            raise FrameSizeError(msg)
+        self.buffer[self._lines : self._lines + n] = lines
+        self._lines += n
+        self._process(tiles_ready(self.plan, self._lines))
+
+    def _process(self, ready: tuple[Tile, ...]) -> None:
+        screen = self.spec.screen
+        flagged: list[Tile] = []
+        t0 = time.perf_counter()
+        for t in ready:
+            key = (t.row, t.col)
+            if key in self._screened:
+                continue
+            score = screen_score(self.buffer[t.y0 : t.y1, t.x0 : t.x1], screen)
+            self._screened[key] = score
+            if score >= screen.threshold:
+                flagged.append(t)
+        t1 = time.perf_counter()
+        shape = (self.buffer.shape[0], self.buffer.shape[1])
+        for t in flagged:
+            tile_map = self._anomaly(self.buffer[t.y0 : t.y1, t.x0 : t.x1])
+            self._maps[t.row, t.col] = drop_inner_edges(tile_map, t, shape, self.spec.edge_cells)
+        self._screen_s += t1 - t0
+        self._anomaly_s += time.perf_counter() - t1
+
+    def _anomaly(self, tile: U8Image) -> F32Array:
+        size = (self._resized.shape[1], self._resized.shape[0])
+        if tile.shape[:2] == self._resized.shape[:2]:
+            self._resized[:] = tile
+        else:
+            cv2.resize(tile, size, dst=self._resized, interpolation=cv2.INTER_AREA)
+        self._input[0] = self._resized.transpose(2, 0, 1)
+        name = self.manifest.input.name
+        out = self._session.run([self.manifest.output], {name: self._input})
+        return np.array(out[0][0, 0], dtype=np.float32)
+
+    def finish(self) -> FilmResult:
+        """Complete the frame: the remaining tiles, the stitched map, the defects, the decision.
+
+        A frame with missing lines is a fail-safe NG (``bad_frame``), never an OK.
+        """
+        t0 = time.perf_counter()
+        height, width = self.buffer.shape[:2]
+        self._process(tiles_ready(self.plan, self._lines))
+        threshold = self.spec.score_threshold
+        tile_scores = {k: float(m.max()) for k, m in self._maps.items()}
+        self._map.fill(0.0)
+        max_stitch(self._map_plan, self._maps, self._map)
+        anomaly = self._map.copy()
+        defects = defects_from_map(anomaly, threshold, self.spec.map_stride, (height, width))
+        best = max(tile_scores.values(), default=0.0)
+        infer_ms = (self._screen_s + self._anomaly_s) * 1e3
+        if self._lines < height:
+            detail = f"frame incomplete: {self._lines} of {height} lines"
+            decision = Decision.fault("bad_frame", detail, self.ref)
+        elif defects:
+            decision = Decision("NG", "defect", DEFECT_KIND, best, defects, self.ref, infer_ms)
+        else:
+            decision = Decision("OK", None, "OK", best, (), self.ref, infer_ms)
+        result = FilmResult(
+            decision=decision,
+            anomaly=anomaly,
+            mask=np.asarray((anomaly > threshold) * 255, dtype=np.uint8),
+            screen_scores=dict(self._screened),
+            tile_scores=tile_scores,
+            screen_ms=self._screen_s * 1e3,
+            anomaly_ms=self._anomaly_s * 1e3,
+            finish_ms=(time.perf_counter() - t0) * 1e3,
+        )
+        log.info(
+            "film_inspected",
+            verdict=decision.verdict,
+            flagged=len(tile_scores),
+            defects=len(defects),
+            score=round(best, 4),
+            screen_ms=round(result.screen_ms, 1),
+            anomaly_ms=round(result.anomaly_ms, 1),
+        )
+        self.reset()
+        return result
+
+    def inspect_frame(self, frame: U8Image) -> FilmResult:
+        """The whole frame at once (evaluation, replay)."""
+        self.reset()
+        self.add_strip(frame)
+        return self.finish()
+
+    def score_tile(self, tile: U8Image) -> F32Array:
+        """The anomaly map of one tile of the plan's size, without the screen (evaluation)."""
+        return self._anomaly(tile)

@@ -1,0 +1,111 @@
+"""Classifier images from a dataset folder (the contract of ``linevision.synth.contract``).
+
+Images are decoded, turned gray and resized exactly as the runtime does it
+(``linevision.inference.classifier.preprocess``: BGR -> gray, then ``INTER_AREA`` to the
+model's size), and kept as uint8; normalisation happens per batch. Needs no torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from linevision.synth.contract import DataError, read_labels
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
+U8Images = npt.NDArray[np.uint8]
+Labels = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, eq=False)
+class ImageSet:
+    """(N, size, size) uint8 gray images, their class indices and where they came from."""
+
+    images: U8Images
+    labels: Labels
+    classes: tuple[str, ...]
+    folder: str
+    labels_sha256: str
+
+    def subset(self, index: npt.NDArray[np.int64]) -> ImageSet:
+        return ImageSet(
+            self.images[index], self.labels[index], self.classes, self.folder, self.labels_sha256
+        )
+
+    def counts(self) -> dict[str, int]:
+        return {c: int((self.labels == i).sum()) for i, c in enumerate(self.classes)}
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "folder": self.folder,
+            "labels_sha256": self.labels_sha256,
+            "n": len(self.labels),
+            "per_class": self.counts(),
+        }
+
+
+def read_image(path: Path) -> npt.NDArray[np.uint8]:
+    """An 8-bit image as stored (gray or BGR), as a camera would deliver it."""
+    image: npt.NDArray[Any] | None = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        msg = f"{path}: not a readable image"
+        raise DataError(msg)
+    if image.dtype != np.uint8:
+        msg = f"{path}: expected an 8-bit image, got {image.dtype}"
+        raise DataError(msg)
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def to_gray(image: npt.NDArray[np.uint8], size: int) -> npt.NDArray[np.uint8]:
+    """Gray and ``size`` x ``size``, with the runtime's conversions."""
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    if gray.shape != (size, size):
+        gray = cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA)
+    return np.asarray(gray, dtype=np.uint8)
+
+
+def load_folder(folder: Path, station: str, classes: Sequence[str], size: int) -> ImageSet:
+    """Every sample of ``folder`` as gray ``size`` x ``size`` images with class indices."""
+    samples = read_labels(folder, station)
+    index = {name: i for i, name in enumerate(classes)}
+    images = np.empty((len(samples), size, size), dtype=np.uint8)
+    labels = np.empty(len(samples), dtype=np.int64)
+    for i, sample in enumerate(samples):
+        images[i] = to_gray(read_image(sample.path), size)
+        labels[i] = index[sample.label]
+    digest = hashlib.sha256((folder / "labels.csv").read_bytes()).hexdigest()
+    return ImageSet(images, labels, tuple(classes), str(folder), digest)
+
+
+def stratified_split(
+    labels: Labels, fraction: float, seed: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Indices (kept, held out): ``fraction`` of every class held out, at least one each.
+
+    >>> import numpy as np
+    >>> keep, held = stratified_split(np.array([0] * 10 + [1] * 10), 0.2, seed=0)
+    >>> len(keep), len(held), int(np.bincount(np.array([0] * 10 + [1] * 10)[held]).min())
+    (16, 4, 2)
+    """
+    if not 0.0 < fraction < 1.0:
+        msg = f"held-out fraction must lie in (0, 1), got {fraction}"
+        raise ValueError(msg)
+    rng = np.random.default_rng(seed)
+    held: list[npt.NDArray[np.int64]] = []
+    kept: list[npt.NDArray[np.int64]] = []
+    for k in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == k))
+        n_held = min(max(round(len(members) * fraction), 1), len(members) - 1)
+        held.append(members[:n_held])
+        kept.append(members[n_held:])
+    return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
