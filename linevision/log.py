@@ -16,6 +16,20 @@ _LEVELS = {
 }
 
 
+class _CurrentStdout:
+    """Writes to whatever ``sys.stdout`` is at the time of the write.
+
+    A logger that captured the stdout object at configuration time would keep writing to it
+    after it was replaced (and perhaps closed), e.g. by a test runner's capture.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
 def configure(
     level: Literal["debug", "info", "warning", "error"] = "info",
     fmt: Literal["auto", "json", "console"] = "auto",
@@ -35,7 +49,7 @@ def configure(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStdout()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
 

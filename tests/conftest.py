@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 import pytest
+import structlog
 
 from tests.cameras.imaging import ImageWriter, numbered_image
 
@@ -39,3 +40,10 @@ def write_images(tmp_path: Path) -> ImageWriter:
         return folder, images
 
     return write
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging():
+    """Tests that configure logging (in-process CLI runs) must not leak it into later tests."""
+    yield
+    structlog.reset_defaults()

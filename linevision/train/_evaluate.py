@@ -20,7 +20,7 @@ from linevision.train import _compare
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from linevision.train._shipping import Cells
+    from linevision.train._cells import Cells
     from linevision.types import Decision, Image
 
 CHUNK = 32

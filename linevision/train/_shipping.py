@@ -11,57 +11,43 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, overload
+from typing import Final
 
 import numpy as np
 import torch
 from torch import nn
 
-from linevision.inference.classifier import preprocess
 from linevision.inference.manifest import (
-    InputSpec,
     Manifest,
-    Normalisation,
-    ViewSpec,
     sha256_file,
     write_manifest,
 )
 from linevision.inference.reference import ReferenceModel
 from linevision.log import get_logger
-from linevision.synth.contract import read_labels, reference_paths
 from linevision.train import _compare, _evaluate
+from linevision.train._cells import (
+    IMAGE,
+    Cached,
+    Cells,
+    Station,
+    cache_features,
+    load_sets,
+    view_input,
+)
 from linevision.train.efficientnet_lite import pretrained_stem
-from linevision.types import Image
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
 
 ENCODER_FILE: Final = "encoder.onnx"
 HEAD_FILE: Final = "head.onnx"
-IMAGE: Final = "image"
 FEATURES: Final = "features"
 LOGITS: Final = "logits"
 ONNX_TOLERANCE: Final = 1e-3
 
 log = get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class Station:
-    name: str
-    views: tuple[ViewSpec, ...]
-    input_spec: InputSpec
-    normalisation: Normalisation
-    stride: int
-    build: Callable[[], nn.Module]
-    architecture: str
-    dynamic_size: bool
 
 
 @dataclass(frozen=True)
@@ -79,152 +65,6 @@ class RunConfig:
     ng_weight: float = 2.0
     threads: int = 2
     cache: Path | None = None
-
-
-class LazyViews(Sequence[tuple["Image", ...]]):
-    """Each cell's view images, read from disk when asked for (cached folders never are)."""
-
-    def __init__(self, paths: list[tuple[Path, ...]]) -> None:
-        self.paths = paths
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    @overload
-    def __getitem__(self, index: int) -> tuple[Image, ...]: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[tuple[Image, ...]]: ...
-    def __getitem__(self, index: int | slice) -> tuple[Image, ...] | list[tuple[Image, ...]]:
-        if isinstance(index, slice):
-            return [self._read(p) for p in self.paths[index]]
-        return self._read(self.paths[index])
-
-    @staticmethod
-    def _read(paths: tuple[Path, ...]) -> tuple[Image, ...]:
-        return tuple(_compare.read_gray(p) for p in paths)
-
-
-@dataclass(frozen=True)
-class Cells:
-    """One folder (one reference) worth of samples: per cell one image per view, labels 0/1."""
-
-    folder: Path
-    names: list[str]
-    views: LazyViews
-    labels: _compare.Labels
-    reference: tuple[Image, ...]
-
-    def subset(self, index: Sequence[int]) -> Cells:
-        return Cells(
-            self.folder,
-            [self.names[i] for i in index],
-            LazyViews([self.views.paths[i] for i in index]),
-            self.labels[np.asarray(index, dtype=np.int64)],
-            self.reference,
-        )
-
-
-def load_cells(folder: Path, station: str) -> Cells:
-    samples = read_labels(folder, station)
-    views = LazyViews([s.views or (s.path,) for s in samples])
-    labels = np.asarray([int(s.label == "NG") for s in samples], dtype=np.int64)
-    reference = tuple(_compare.read_gray(p) for p in reference_paths(folder, station))
-    names = [str(s.path.relative_to(folder)) for s in samples]
-    return Cells(folder, names, views, labels, reference)
-
-
-def load_sets(config: RunConfig, station: str) -> dict[str, list[Cells]]:
-    """``train``, ``val`` and ``test`` folders; without ``--val``, 20 % of each data folder."""
-    train = [load_cells(f, station) for f in config.data]
-    val = [load_cells(f, station) for f in config.val]
-    if not val:
-        rng = np.random.default_rng(config.seed)
-        split_train, split_val = [], []
-        for cells in train:
-            order = rng.permutation(len(cells.labels))
-            cut = max(len(order) // 5, 1)
-            split_val.append(cells.subset(order[:cut].tolist()))
-            split_train.append(cells.subset(order[cut:].tolist()))
-        train, val = split_train, split_val
-    test = [load_cells(f, station) for f in config.test]
-    return {"train": train, "val": val, "test": test}
-
-
-@dataclass
-class Cached:
-    """Stem features per view (N, C, h, w) float16, labels, references per folder, folder index."""
-
-    features: list[np.ndarray]
-    labels: _compare.Labels
-    references: list[np.ndarray]
-    folder: np.ndarray
-
-
-def _input(station: Station, view: ViewSpec) -> InputSpec:
-    return station.input_spec.model_copy(update={"height": view.height, "width": view.width})
-
-
-def _stem_features(
-    station: Station, session: object, cells: Cells
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Stem features per view (N, C, h, w) and the reference's (1, C, h, w), float16."""
-    run = getattr(session, "run")  # noqa: B009
-
-    def encode(images: Sequence[Image], spec: InputSpec) -> np.ndarray:
-        x = [preprocess(img, spec, station.normalisation) for img in images]
-        out = [
-            np.asarray(run(None, {IMAGE: np.stack(x[i : i + 32])})[0], dtype=np.float16)
-            for i in range(0, len(x), 32)
-        ]
-        return np.concatenate(out)
-
-    specs = [_input(station, view) for view in station.views]
-    images = cells.views[:]
-    features = [encode([c[v] for c in images], spec) for v, spec in enumerate(specs)]
-    references = [encode([cells.reference[v]], spec) for v, spec in enumerate(specs)]
-    return features, references
-
-
-def _cache_path(station: Station, cells: Cells, cache: Path) -> Path:
-    """Stem features depend on the stem, the view sizes and the images, not on training."""
-    digest = hashlib.sha256()
-    stat = (cells.folder / "labels.csv").stat()
-    key = [
-        "npz-v2",
-        station.name,
-        station.stride,
-        str(cells.folder.resolve()),
-        stat.st_size,
-        stat.st_mtime_ns,
-    ]
-    key += [(v.height, v.width) for v in station.views]
-    digest.update(repr((key, cells.names)).encode())
-    return cache / f"{station.name}-{digest.hexdigest()[:20]}.npz"
-
-
-def cache_features(
-    station: Station, session: object, sets: list[Cells], cache: Path | None = None
-) -> Cached:
-    """Stem features of every folder, read from ``cache`` when an earlier run stored them."""
-    per_folder = []
-    for cells in sets:
-        path = _cache_path(station, cells, cache) if cache else None
-        if path is not None and path.is_file():
-            with np.load(path) as stored:
-                count = len(station.views)
-                feats = [stored[f"arr_{v}"] for v in range(count)]
-                refs = [stored[f"arr_{count + v}"] for v in range(count)]
-        else:
-            feats, refs = _stem_features(station, session, cells)
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                np.savez(path, *feats, *refs)
-        per_folder.append((feats, refs))
-    features = [np.concatenate([f[v] for f, _ in per_folder]) for v in range(len(station.views))]
-    references = [np.concatenate([r[v] for _, r in per_folder]) for v in range(len(station.views))]
-    labels = np.concatenate([s.labels for s in sets])
-    folder = np.concatenate([np.full(len(s.labels), i) for i, s in enumerate(sets)])
-    return Cached(features, labels, references, folder)
 
 
 def _forward(model: nn.Module, cached: Cached, index: np.ndarray) -> torch.Tensor:
@@ -275,7 +115,8 @@ def run(station: Station, config: RunConfig) -> Manifest:
     deadline = started + config.minutes * 60.0
     torch.set_num_threads(config.threads)
     stem = pretrained_stem(station.stride)
-    sets = load_sets(config, station.name)
+    folders = {"train": config.data, "val": config.val, "test": config.test}
+    sets = load_sets(folders, station.name, config.seed)
     with tempfile.TemporaryDirectory() as tmp:
         stem_path = Path(tmp) / "stem.onnx"
         _export_encoder(station, stem, stem_path)
@@ -420,7 +261,7 @@ def _manifest(
         kind="reference_compare",
         file=ENCODER_FILE,
         sha256=sha["encoder"],
-        input=_input(station, view).model_copy(update={"name": IMAGE}),
+        input=view_input(station, view).model_copy(update={"name": IMAGE}),
         output=LOGITS,
         normalisation=station.normalisation,
         classes=("OK", "NG"),

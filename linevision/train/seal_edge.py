@@ -38,7 +38,8 @@ from torch.nn import functional
 from linevision.inference.manifest import InputSpec, Normalisation, ViewSpec
 from linevision.log import configure, get_logger
 from linevision.synth import seal_edge as synth
-from linevision.train._shipping import Station, parse_args, run
+from linevision.train._cells import Station
+from linevision.train._shipping import parse_args, run
 from linevision.train.efficientnet_lite import PIXEL_MEAN, PIXEL_STD, STRIDE_CHANNELS
 
 if TYPE_CHECKING:
