@@ -4,7 +4,9 @@
     python -m linevision.train.pole_piece_resnet --data DIR --out MODELDIR --val DIR --test DIR
 
 The network is ResNet18 with GSConv and multi-head SE attention (``--arch``; the plain
-ResNet18 and the single-change variants train the same way for the ablation). Images
+ResNet18 and the single-change variants train the same way for the ablation), with a 2x2
+space-to-depth before the stem by default (``--stem s2d``, a quarter of the compute; see
+``gsnet.ResNet18``; ``--stem standard`` is the paper's stem). Images
 are read from the folder contract and converted as the runtime converts them. The
 held-out set (``--val``, or a stratified share of ``--data``) picks the best epoch and
 decides whether the INT8 (QDQ) export ships: it does when its accuracy and macro F1 are
@@ -76,7 +78,7 @@ class Config:
     test: Path | None = None
     arch: str = "resnet18_gsconv_mse"
     stem: str = "s2d"
-    epochs: int = 4
+    epochs: int = 6
     minutes: float = 10.0
     seed: int = 0
     batch_size: int = 32
