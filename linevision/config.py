@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
@@ -382,6 +382,9 @@ class Config(_Model):
         return next(c for c in self.cameras if c.id == camera_id)
 
 
+_M = TypeVar("_M", bound=BaseModel)
+
+
 class ConfigError(Exception):
     """A configuration that cannot be used; the message names each bad field."""
 
@@ -395,7 +398,8 @@ def format_validation_error(err: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def parse_config(text: str, source: str = "<config>") -> Config:
+def parse_yaml_model(model: type[_M], text: str, source: str) -> _M:
+    """YAML text -> ``model``; a ConfigError names the source and every bad field."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -405,7 +409,11 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         msg = f"{source}: the top level must be a mapping"
         raise ConfigError(msg)
     try:
-        return Config.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         msg = f"{source}: invalid configuration\n{format_validation_error(exc)}"
         raise ConfigError(msg) from exc
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    return parse_yaml_model(Config, text, source)

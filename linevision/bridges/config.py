@@ -5,14 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from linevision.config import (
-    ConfigError,
     CurveClientConfig,
-    format_validation_error,
     is_loopback_endpoint,
+    parse_yaml_model,
 )
 
 MODBUS_MAX_WRITE = 123
@@ -255,16 +253,4 @@ class RejectBridgeConfig(_Model):
 
 
 def parse_bridge_config(model: type[T], text: str, source: str) -> T:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        msg = f"{source}: not valid YAML: {exc}"
-        raise ConfigError(msg) from exc
-    if not isinstance(data, dict):
-        msg = f"{source}: the top level must be a mapping"
-        raise ConfigError(msg)
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        msg = f"{source}: invalid configuration\n{format_validation_error(exc)}"
-        raise ConfigError(msg) from exc
+    return parse_yaml_model(model, text, source)
