@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from linevision.bus import HeartbeatMessage, VerdictMessage, subscribe
 from linevision.config import Config
 from linevision.inference.manifest import ModelFileError
 from linevision.service import Service
-from tests.helpers import free_tcp_endpoint
+from tests.helpers import free_tcp_endpoint, run_service_and_collect
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 
@@ -39,28 +38,7 @@ def demo_images(tmp_path_factory):
 
 
 def _run_and_collect(cfg: Config, n: int, timeout_s: float = 20.0) -> list[VerdictMessage]:
-    out: list[VerdictMessage] = []
-    sub_ready = threading.Event()
-
-    def reader() -> None:
-        gen = subscribe(cfg.bus.publish, ("verdict.",), timeout_s=timeout_s)
-        sub_ready.set()
-        for m in gen:
-            if isinstance(m, VerdictMessage):
-                out.append(m)
-            if len(out) >= n:
-                gen.close()
-                return
-
-    service = Service(cfg, models_root=MODELS)
-    service.start()
-    try:
-        t = threading.Thread(target=reader, daemon=True)
-        t.start()
-        t.join(timeout_s)
-    finally:
-        service.stop()
-    return out
+    return run_service_and_collect(cfg, n, MODELS, timeout_s)[0]
 
 
 def test_demo_pipeline_classifies_the_served_images(demo_images):

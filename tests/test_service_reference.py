@@ -4,16 +4,15 @@ replay cameras (one per view) with software triggers, reference features compute
 import csv
 import os
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
 
-from linevision.bus import VerdictMessage, subscribe
+from linevision.bus import VerdictMessage
 from linevision.config import Config
 from linevision.service import Service
 from linevision.synth import seal_edge, six_view
-from tests.helpers import free_tcp_endpoint
+from tests.helpers import free_tcp_endpoint, run_service_and_collect
 
 MODELS = Path(
     os.environ.get("LINEVISION_MODELS", str(Path(__file__).resolve().parent.parent / "models"))
@@ -21,26 +20,7 @@ MODELS = Path(
 
 
 def _collect(cfg: Config, n: int, timeout_s: float = 30.0) -> tuple[list[VerdictMessage], Service]:
-    out: list[VerdictMessage] = []
-
-    def reader() -> None:
-        gen = subscribe(cfg.bus.publish, ("verdict.",), timeout_s=timeout_s)
-        for m in gen:
-            if isinstance(m, VerdictMessage):
-                out.append(m)
-            if len(out) >= n:
-                gen.close()
-                return
-
-    service = Service(cfg, models_root=MODELS)
-    service.start()
-    try:
-        t = threading.Thread(target=reader, daemon=True)
-        t.start()
-        t.join(timeout_s)
-    finally:
-        service.stop()
-    return out, service
+    return run_service_and_collect(cfg, n, MODELS, timeout_s)
 
 
 def _labels(folder: Path, key: str) -> list[tuple[str, str]]:
