@@ -78,6 +78,12 @@ def test_every_verdict_reaches_the_registers_once_in_order(daemon, plc, tmp_path
         rec = plc.plc.recorder
         wait_for(lambda: len(rec.applied) >= 300, 15, "300 verdicts at the PLC")
         with ModbusTcpClient("127.0.0.1", port=plc.plc.port) as client:
+
+            def idle() -> bool:
+                return client.read_holding_registers(0, count=2, device_id=1).registers == [0, 0]
+
+            # the last handshake ends after the PLC applied it: Ready cleared, then Ack cleared
+            wait_for(idle, 5, "the last handshake to finish")
             regs = client.read_holding_registers(0, count=40, device_id=1).registers
         time.sleep(0.3)
     finally:

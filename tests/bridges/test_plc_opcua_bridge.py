@@ -59,6 +59,14 @@ def test_opcua_nodes_receive_every_verdict_once_and_survive_a_server_restart(dae
         daemon.wait_sent(200)
         rec = plc.plc.recorder
         wait_for(lambda: len(rec.applied) >= 200, 20, "200 verdicts at the OPC UA server")
+        # the last handshake ends after the PLC applied it: Ready cleared, then Ack cleared
+        wait_for(
+            lambda: (
+                plc.call(plc.plc.read("Ready")) is False and plc.call(plc.plc.read("Ack")) is False
+            ),
+            5,
+            "the last handshake to finish",
+        )
         nodes = {k: plc.call(plc.plc.read(k)) for k in ("Ready", "Ack", "Status", "RunTag")}
         nodes["Seq"] = plc.call(plc.plc.read("Seq"))
         nodes["Count"] = plc.call(plc.plc.read("Count"))

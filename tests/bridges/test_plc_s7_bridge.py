@@ -40,7 +40,7 @@ def test_s7_data_block_receives_every_verdict_once(tmp_path):
         daemon.stream(1, 200, rate_hz=200)
         daemon.wait_sent(200)
         wait_for(lambda: len(rec.applied) >= 200, 15, "200 verdicts in the data block")
-        time.sleep(0.5)
+        wait_for(lambda: (plc.word(0), plc.word(1)) == (0, 0), 5, "the last handshake to finish")
         words = {name: plc.word(r) for name, r in (("ready", 0), ("ack", 1), ("status", 3))}
         tag = (plc.word(7) << 16) | plc.word(8)
     finally:
