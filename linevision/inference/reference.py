@@ -19,11 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 
 from linevision.inference.classifier import preprocess
 from linevision.inference.manifest import Manifest, ModelFileError, ViewSpec, load_model_files
-from linevision.inference.session import SessionOptions
+from linevision.inference.session import SessionOptions, open_session
 from linevision.log import get_logger
 from linevision.types import Decision, Image, ModelRef
 
@@ -35,30 +34,9 @@ F64Array = npt.NDArray[np.float64]
 
 log = get_logger(__name__)
 
-_OPT_LEVELS = {
-    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-}
-
 
 class NoReferenceError(RuntimeError):
     """``decide`` was called before ``set_reference``: there is nothing to compare with."""
-
-
-def _session(path: Path, options: SessionOptions) -> Any:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = options.intra_op_threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = _OPT_LEVELS[options.graph_optimization]
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        msg = f"onnxruntime cannot load {path}: {exc}"
-        raise ModelFileError(msg) from exc
 
 
 def _names(session: Any, attr: str) -> set[str]:
@@ -79,8 +57,8 @@ class ReferenceModel:
         options = options or SessionOptions()
         self.manifest: Manifest
         self.manifest, files = load_model_files(model_dir)
-        self._encoder = _session(files["encoder"], options)
-        self._head = _session(files["head"], options)
+        self._encoder = open_session(files["encoder"], options)
+        self._head = open_session(files["head"], options)
         self._check_io(files)
         self.views: dict[str, ViewSpec] = {v.name: v for v in self.manifest.views}
         self.view_names: tuple[str, ...] = tuple(self.views)

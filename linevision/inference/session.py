@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +31,25 @@ class SessionOptions:
     graph_optimization: str = "all"
 
 
+def open_session(path: Path, options: SessionOptions = SessionOptions()) -> Any:
+    """An onnxruntime CPU session with the daemon's explicit options.
+
+    Intra-op threads from the config, one inter-op thread, sequential execution, no idle
+    spinning (spinning threads would steal the cores from cameras and the bus).
+    """
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = options.intra_op_threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = _OPT_LEVELS[options.graph_optimization]
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        msg = f"onnxruntime cannot load {path}: {exc}"
+        raise ModelFileError(msg) from exc
+
+
 class ModelSession:
     """One ONNX model and its manifest; ``run`` takes an already preprocessed batch."""
 
@@ -37,19 +57,7 @@ class ModelSession:
         t0 = time.perf_counter()
         self.manifest: Manifest
         self.manifest, onnx_path = load_manifest(model_dir)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = options.intra_op_threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = _OPT_LEVELS[options.graph_optimization]
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self._session = ort.InferenceSession(
-                str(onnx_path), sess_options=so, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:
-            msg = f"onnxruntime cannot load {onnx_path}: {exc}"
-            raise ModelFileError(msg) from exc
+        self._session = open_session(onnx_path, options)
         names = [i.name for i in self._session.get_inputs()]
         if self.manifest.input.name not in names:
             want = self.manifest.input.name
