@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Literal, Self, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
@@ -71,6 +71,16 @@ class Trigger(_Model):
     rate_hz: float = Field(default=10.0, gt=0, le=1000)
 
 
+class LineScan(_Model):
+    """A line-scan camera: each buffer is a strip of ``roi.height`` lines, a cell is
+    ``strips_per_cell`` consecutive buffers. With a software trigger, ``trigger.rate_hz`` is
+    the cell rate and the strips of a cell are triggered ``roi.height / line_rate_hz`` apart.
+    """
+
+    strips_per_cell: int = Field(ge=1, le=10000)
+    line_rate_hz: float = Field(default=40000.0, gt=0, le=1_000_000)
+
+
 class _CameraBase(_Model):
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     pixel_format: Literal["Mono8", "BGR8", "RGB8"] = "Mono8"
@@ -80,6 +90,30 @@ class _CameraBase(_Model):
     grab_timeout_ms: int = Field(default=1000, gt=0, le=60000)
     reconnect_min_s: float = Field(default=0.5, gt=0)
     reconnect_max_s: float = Field(default=10.0, gt=0)
+    line_scan: LineScan | None = None
+
+    @model_validator(mode="after")
+    def _line_scan_fits(self) -> Self:
+        ls = self.line_scan
+        if ls is None:
+            return self
+        if self.roi is None:
+            msg = "line_scan needs roi (its height is the lines per strip)"
+            raise ValueError(msg)
+        cell_s = ls.strips_per_cell * self.roi.height / ls.line_rate_hz
+        if self.trigger.mode == "software" and cell_s * self.trigger.rate_hz > 1.0:
+            msg = (
+                f"a cell of {ls.strips_per_cell} strips takes {cell_s:.3f} s at "
+                f"{ls.line_rate_hz} lines/s: more than 1 / trigger.rate_hz"
+            )
+            raise ValueError(msg)
+        return self
+
+    def strip_period_s(self) -> float:
+        """Seconds between strips of one cell (line-scan), else between cells."""
+        if self.line_scan is None or self.roi is None:
+            return 1.0 / self.trigger.rate_hz
+        return self.roi.height / self.line_scan.line_rate_hz
 
 
 class PylonEmulation(_Model):

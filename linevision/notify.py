@@ -63,7 +63,8 @@ class _Alive(Protocol):
 
 
 class _StationLike(_Alive, Protocol):
-    last_loop_mono: float
+    @property
+    def last_loop_mono(self) -> float: ...
 
 
 class PipelineLike(Protocol):

@@ -11,10 +11,8 @@ Every cell that enters gets exactly one verdict:
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import itertools
-import queue
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -22,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from linevision.executor import EdfExecutor
 from linevision.inference.classifier import PreprocessError
 from linevision.log import get_logger
 from linevision.types import Decision, Frame, FrameFault, Image, ModelRef, StageTimes, Verdict
@@ -105,7 +104,7 @@ class CellArbiter:
                 recipe,
                 time.monotonic_ns(),
                 views_expected=views,
-                views_seen={frame.camera_id} if views > 1 else None,
+                views_seen={frame.view_key} if views > 1 else None,
             )
             heapq.heappush(self._heap, (deadline, next(self._tie), key))
             self._wake.notify()
@@ -114,13 +113,11 @@ class CellArbiter:
     def _add_view(self, p: _Pending, frame: Frame, deadline_ms: float) -> bool:
         """Another view of a multi-view cell (lock held)."""
         assert p.views_seen is not None
-        if frame.camera_id in p.views_seen:
+        if frame.view_key in p.views_seen:
             self.counters["duplicate_view"] += 1
-            log.warning(
-                "duplicate_view", station=p.station, cell_id=p.cell_id, camera=frame.camera_id
-            )
+            log.warning("duplicate_view", station=p.station, cell_id=p.cell_id, view=frame.view_key)
             return False
-        p.views_seen.add(frame.camera_id)
+        p.views_seen.add(frame.view_key)
         if frame.t_mono_ns > p.t_frame_mono_ns:
             p.t_frame_mono_ns, p.t_frame_ns = frame.t_mono_ns, frame.t_wall_ns
         if len(p.views_seen) == p.views_expected:
@@ -134,6 +131,12 @@ class CellArbiter:
     def is_pending(self, station: str, cell_id: int) -> bool:
         with self._lock:
             return (station, cell_id) in self._pending
+
+    def deadline_of(self, station: str, cell_id: int) -> int | None:
+        """The cell's current deadline (monotonic ns), None once it is decided."""
+        with self._lock:
+            p = self._pending.get((station, cell_id))
+            return None if p is None else p.deadline_mono_ns
 
     def resolve(
         self,
@@ -281,15 +284,25 @@ class Station(Protocol):
 
 
 class StationWorker:
-    """A bounded queue and a thread that runs one station's model on its frames."""
+    """One station's front: registers frames with the arbiter and queues them in a lane.
 
-    def __init__(
+    The jobs run on an :class:`EdfExecutor` shared by every station (``executor``); without
+    one, the worker makes a private single-thread pool. A station that sets ``parallel``
+    True may have as many of its frames in work at once as the pool has threads; otherwise
+    its frames are handled one at a time, in order.
+
+    A job whose cell can no longer meet its deadline (now + the station's usual job time
+    is past it) is not run: the cell becomes NG ``overload`` at once.
+    """
+
+    def __init__(  # noqa: PLR0913, PLR0917  (the station, its deadline rules, its pool)
         self,
         station: Station,
         arbiter: CellArbiter,
         deadline_ms: float,
         queue_size: int,
         model: ModelRef | None,
+        executor: EdfExecutor | None = None,
     ) -> None:
         self.station = station
         self.arbiter = arbiter
@@ -297,15 +310,23 @@ class StationWorker:
         self.model = model
         self.recipe: str | None = None
         self._switch_lock = threading.Lock()
-        self._queue: queue.Queue[tuple[Frame, Station] | None] = queue.Queue(maxsize=queue_size)
-        self.counters: Counter[str] = Counter()
-        self.last_loop_mono = time.monotonic()
-        self._thread = threading.Thread(
-            target=self._loop, name=f"station-{station.name}", daemon=True
+        self._own_executor = executor is None
+        self.executor = (
+            executor if executor is not None else EdfExecutor(1, f"station-{station.name}")
         )
+        parallel = bool(getattr(station, "parallel", False))
+        self._lane = self.executor.lane(
+            station.name, queue_size, self.executor.workers if parallel else 1
+        )
+        self.counters: Counter[str] = Counter()
+        self._job_ns = 0.0
+
+    @property
+    def last_loop_mono(self) -> float:
+        return self.executor.last_beat()
 
     def start(self) -> None:
-        self._thread.start()
+        self.executor.start()
 
     def switch(self, station: Station, model: ModelRef | None, recipe: str | None) -> None:
         """Use ``station`` for every cell registered from now on.
@@ -335,9 +356,14 @@ class StationWorker:
             assembly_ms=station.assembly_ms,
         ):
             return
-        try:
-            self._queue.put_nowait((item, station))
-        except queue.Full:
+        deadline = self.arbiter.deadline_of(name, item.cell_id)
+        if deadline is None:
+            return
+
+        def job() -> None:
+            self._run(item, station)
+
+        if not self.executor.submit(self._lane, deadline, job):
             self.counters["dropped"] += 1
             log.warning("queue_full", station=name, cell_id=item.cell_id)
             self.arbiter.resolve(
@@ -345,49 +371,47 @@ class StationWorker:
             )
 
     def stop(self, timeout_s: float = 2.0) -> None:
-        with contextlib.suppress(queue.Full):
-            self._queue.put(None, timeout=timeout_s)
-        self._thread.join(timeout_s)
+        if self._own_executor:
+            self.executor.stop(timeout_s)
 
     def queue_depth(self) -> int:
-        return self._queue.qsize()
+        return self.executor.depth(self._lane)
 
     def is_alive(self) -> bool:
-        return self._thread.is_alive()
+        return self.executor.is_alive()
 
-    def _loop(self) -> None:
-        name = self.station.name
-        while True:
-            try:
-                job = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                self.last_loop_mono = time.monotonic()
-                continue
-            self.last_loop_mono = time.monotonic()
-            if job is None:
-                return
-            frame, station = job
-            started = time.monotonic_ns()
-            if not self.arbiter.is_pending(name, frame.cell_id):
-                self.counters["expired_before_inference"] += 1
-                continue
-            try:
-                decision = station.inspect(frame)
-            except PreprocessError as exc:
-                self.counters["bad_frame"] += 1
-                log.warning("bad_frame", station=name, cell_id=frame.cell_id, error=str(exc))
-                decision = Decision.fault("bad_frame", str(exc)[:200], self._model_of(station))
-            except Exception as exc:
-                self.counters["model_error"] += 1
-                log.exception("model_error", station=name, cell_id=frame.cell_id, error=str(exc))
-                decision = Decision.fault(
-                    "model_error", type(exc).__name__, self._model_of(station)
-                )
-            if decision is None:
-                self.counters["views_encoded"] += 1
-                continue
-            self.counters["inspected"] += 1
-            self.arbiter.resolve(name, frame.cell_id, decision, started)
+    def _run(self, frame: Frame, station: Station) -> None:
+        name = station.name
+        started = time.monotonic_ns()
+        deadline = self.arbiter.deadline_of(name, frame.cell_id)
+        if deadline is None:
+            self.counters["expired_before_inference"] += 1
+            return
+        if started + self._job_ns > deadline:
+            self.counters["shed"] += 1
+            log.warning("deadline_unreachable", station=name, cell_id=frame.cell_id)
+            detail = "deadline_unreachable"
+            self.arbiter.resolve(
+                name, frame.cell_id, Decision.fault("overload", detail, self._model_of(station))
+            )
+            return
+        try:
+            decision = station.inspect(frame)
+        except PreprocessError as exc:
+            self.counters["bad_frame"] += 1
+            log.warning("bad_frame", station=name, cell_id=frame.cell_id, error=str(exc))
+            decision = Decision.fault("bad_frame", str(exc)[:200], self._model_of(station))
+        except Exception as exc:
+            self.counters["model_error"] += 1
+            log.exception("model_error", station=name, cell_id=frame.cell_id, error=str(exc))
+            decision = Decision.fault("model_error", type(exc).__name__, self._model_of(station))
+        took = time.monotonic_ns() - started
+        self._job_ns = took if self._job_ns == 0 else 0.9 * self._job_ns + 0.1 * took
+        if decision is None:
+            self.counters["views_encoded"] += 1
+            return
+        self.counters["inspected"] += 1
+        self.arbiter.resolve(name, frame.cell_id, decision, started)
 
     def _model_of(self, station: Station) -> ModelRef | None:
         session = getattr(station, "session", None)

@@ -36,6 +36,8 @@ class Frame:
 
     ``frame_counter`` is the camera's own counter (pylon BlockID, GenTL frame_id);
     ``cell_id`` identifies the inspected cell (trigger count, or supplied by the source).
+    A line-scan camera delivers a cell in ``parts`` strips of lines; ``part`` is this
+    strip's place (0 = the cell's first lines).
     """
 
     camera_id: str
@@ -44,6 +46,13 @@ class Frame:
     t_mono_ns: int
     t_wall_ns: int
     image: Image
+    part: int = 0
+    parts: int = 1
+
+    @property
+    def view_key(self) -> str:
+        """What makes this frame one of its cell's views: the camera, and the strip."""
+        return self.camera_id if self.parts == 1 else f"{self.camera_id}#{self.part}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,11 @@ and a jump of k in the camera's frame counter faults the k-1 cells whose frames 
 With ``software`` the n-th trigger slot is cell n; slots keep counting while the device is
 down. A frame is matched to its trigger through the camera counter relative to the first
 frame after each (re)start, so a late frame is dropped rather than given to the next cell.
+
+Line-scan cameras (``line_scan``): each buffer is a strip; buffers are counted as above and
+strip n is part ``n % strips_per_cell`` of cell ``n // strips_per_cell`` (counting from 1).
+A fault on any strip faults its cell once. With a software trigger the strips of a cell are
+triggered one strip period apart, and cells ``1 / rate_hz`` apart.
 """
 
 from __future__ import annotations
@@ -89,6 +94,10 @@ class AcquisitionWorker:
         self._stop = stop if stop is not None else threading.Event()
         self._software = cfg.trigger.mode == "software"
         self._period = 1.0 / cfg.trigger.rate_hz
+        self._parts = cfg.line_scan.strips_per_cell if cfg.line_scan is not None else 1
+        self._strip_period = cfg.strip_period_s()
+        self._slot_no = 0
+        self._faulted_cell = 0
         self._grab_timeout = cfg.grab_timeout_ms / 1000.0
         self._lock = threading.Lock()
         self._stats = WorkerStats()
@@ -242,12 +251,12 @@ class AcquisitionWorker:
         """
         assert self._next_slot is not None
         now = time.monotonic()
-        while self._next_slot + self._period <= now:
-            self._next_slot += self._period
+        while self._next_slot + self._gap() <= now:
+            self._advance_slot()
             self._fault(self._new_cell(), "overload", "trigger slot missed: acquisition was late")
         if self._next_slot > now:
             return True
-        self._next_slot += self._period
+        self._advance_slot()
         cell = self._new_cell()
         try:
             accepted = driver.trigger()
@@ -267,8 +276,21 @@ class AcquisitionWorker:
         if self._next_slot is None:
             return
         while self._next_slot <= now:
-            self._next_slot += self._period
+            self._advance_slot()
             self._fault(self._new_cell(), "camera_error", "camera down when the cell was triggered")
+
+    def _gap(self) -> float:
+        """Seconds from the current trigger slot to the next one."""
+        if self._parts == 1:
+            return self._period
+        if self._slot_no % self._parts < self._parts - 1:
+            return self._strip_period
+        return self._period - (self._parts - 1) * self._strip_period
+
+    def _advance_slot(self) -> None:
+        assert self._next_slot is not None
+        self._next_slot += self._gap()
+        self._slot_no += 1
 
     def _expire_pending(self, now: float) -> None:
         for seq, pending in sorted(self._pending.items()):
@@ -389,6 +411,15 @@ class AcquisitionWorker:
         self._emit(fault)
 
     def _emit(self, item: Frame | FrameFault) -> None:
+        if self._parts > 1:
+            cell, part = divmod(item.cell_id - 1, self._parts)
+            if isinstance(item, FrameFault):
+                if cell + 1 == self._faulted_cell:
+                    return
+                self._faulted_cell = cell + 1
+                item = replace(item, cell_id=cell + 1, detail=f"strip {part}: {item.detail}")
+            else:
+                item = replace(item, cell_id=cell + 1, part=part, parts=self._parts)
         try:
             self._sink(item)
         except Exception as exc:

@@ -1,16 +1,16 @@
-"""Blue-film inspection over a streaming line-scan frame: screen every tile, score the flagged.
+"""Blue-film inspection over a streaming line-scan frame: screen every pixel, score the flagged.
 
-Two stages per tile (seeds 003 + 004). The screen is a local-contrast detector on the full
-resolution tile (the film is blue, every defect kind is grey, white or black, so the chroma
-B - R drops on a defect; a box-blur background minus the pixel keeps 3 px defects). A tile
-whose screen signal reaches the manifest's threshold goes to the anomaly graph (pretrained
-teacher and distilled student in one ONNX file) on the tile downscaled by ``downscale``.
+Two stages (seeds 003 + 004). The screen is a local-contrast detector at full resolution (the
+film is blue, every defect kind is grey, white or black, so the chroma B - R drops on a
+defect; a box-blur background minus the pixel keeps 3 px defects). Where the screen signal
+reaches the manifest's threshold, the anomaly graph (pretrained teacher and distilled
+student in one ONNX file) scores a window around it, downscaled by ``downscale``.
 
 ``FilmInspector`` owns one preallocated frame buffer; ``add_strip`` copies arriving lines
-into it, screens each tile as soon as its last line is in and scores flagged tiles at once,
-so that ``finish`` only handles the last row of tiles, stitches the maps and decides.
-Tiles overlap so that the outermost map cells along a tile edge shared with a neighbour can
-be dropped: the student is least reliable at tile edges, and a neighbour sees those pixels.
+into it, screens the rows whose neighbourhood is complete and scores every window whose last
+line is in, so that ``finish`` only handles the last band. The outermost map cells of a
+window inside the frame are dropped (the student is least reliable at its input's edges;
+another window keeps those cells when they are flagged).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import onnxruntime as ort
 
 from linevision.inference.manifest import Manifest, ModelFileError, ScreenSpec, load_manifest
 from linevision.log import get_logger
-from linevision.tiling import Tile, plan_tiles, tiles_ready
+from linevision.tiling import Tile, plan_tiles
 from linevision.types import Decision, Defect, ModelRef
 
 if TYPE_CHECKING:
@@ -159,6 +159,48 @@ def box_contains(box: Defect, x0: int, y0: int, x1: int, y1: int) -> bool:
     return box.x <= x0 and box.y <= y0 and x1 <= box.x + box.w and y1 <= box.y + box.h
 
 
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A second-stage window in map cells: ``[cy0:cy1, cx0:cx1]``, kept part ``keep_*``."""
+
+    cy0: int
+    cy1: int
+    cx0: int
+    cx1: int
+    keep_y0: int
+    keep_y1: int
+    keep_x0: int
+    keep_x1: int
+
+    def keeps(self, cy: int, cx: int) -> bool:
+        return self.keep_y0 <= cy < self.keep_y1 and self.keep_x0 <= cx < self.keep_x1
+
+
+def window_at(cy: int, cx: int, size: int, edge: int, cells: tuple[int, int]) -> Window:
+    """The ``size``-cell window centred on cell (cy, cx), inside the map of ``cells``.
+
+    Its ``edge`` outermost cells are dropped on every side that is not the map's border.
+
+    >>> w = window_at(0, 100, 32, 3, (1125, 250))
+    >>> (w.cy0, w.cy1, w.cx0, w.cx1, w.keep_y0, w.keep_y1, w.keep_x0, w.keep_x1)
+    (0, 32, 84, 116, 0, 29, 87, 113)
+    """
+    rows, cols = cells
+    cy0 = min(max(cy - size // 2, 0), max(rows - size, 0))
+    cx0 = min(max(cx - size // 2, 0), max(cols - size, 0))
+    cy1, cx1 = min(cy0 + size, rows), min(cx0 + size, cols)
+    return Window(
+        cy0,
+        cy1,
+        cx0,
+        cx1,
+        cy0 + (edge if cy0 > 0 else 0),
+        cy1 - (edge if cy1 < rows else 0),
+        cx0 + (edge if cx0 > 0 else 0),
+        cx1 - (edge if cx1 < cols else 0),
+    )
+
+
 @dataclass(frozen=True)
 class FilmResult:
     """One frame's outcome: the decision, the reduced-resolution map and mask, tile scores."""
@@ -168,6 +210,7 @@ class FilmResult:
     mask: U8Image
     screen_scores: dict[TileKey, float]
     tile_scores: dict[TileKey, float]
+    windows: int
     screen_ms: float
     anomaly_ms: float
     finish_ms: float
@@ -189,8 +232,23 @@ def _session(path: Path, threads: int) -> Any:
         raise ModelFileError(msg) from exc
 
 
+def _fixed_input_side(session: Any) -> int | None:
+    shape = session.get_inputs()[0].shape
+    side = shape[2] if len(shape) == 4 else None
+    return side if isinstance(side, int) else None
+
+
 class FilmInspector:
-    """Two-stage inspection of ``height`` x ``width`` BGR frames arriving as strips of lines."""
+    """Two-stage inspection of ``height`` x ``width`` BGR frames arriving as strips of lines.
+
+    Stage 1 runs over the whole frame band by band as lines arrive (a band's rows are final
+    once the lines its blur needs are in), so every pixel is screened at full resolution and
+    only the last band is left for ``finish``. Its result is kept per map cell (the largest
+    signal in each ``map_stride`` square). Stage 2 runs on a ``roi`` window centred on each
+    flagged cell that no earlier window keeps, as soon as the window's last line is in.
+    Windows are made in raster order of their cells, so the result does not depend on how the
+    frame was cut into strips.
+    """
 
     def __init__(
         self, model_dir: Path, height: int = HEIGHT, width: int = WIDTH, *, threads: int = 2
@@ -205,18 +263,34 @@ class FilmInspector:
         if height % stride or width % stride:
             msg = f"frame {width} x {height} must be a multiple of {stride} px on each side"
             raise FrameSizeError(msg)
+        roi = self.spec.roi
+        if height < roi or width < roi:
+            msg = f"frame {width} x {height} is smaller than the {roi} px second-stage window"
+            raise FrameSizeError(msg)
         self.ref = ModelRef(manifest.name, manifest.version, manifest.sha256)
         self._session = _session(onnx_path, threads)
+        fixed = _fixed_input_side(self._session)
+        if fixed is not None and fixed != roi // self.spec.downscale:
+            msg = f"{onnx_path}: input fixed at {fixed} px; the {roi} px window needs any size"
+            raise ModelFileError(msg)
         self.buffer: U8Image = np.zeros((height, width, 3), dtype=np.uint8)
         self.plan = plan_tiles(height, width, self.spec.tile, self.spec.overlap)
         self._map_plan = scaled_plan(self.plan, stride)
-        self._map: F32Array = np.zeros((height // stride, width // stride), dtype=np.float32)
+        cells = (height // stride, width // stride)
+        self._map: F32Array = np.zeros(cells, dtype=np.float32)
+        self._cells: U8Image = np.zeros(cells, dtype=np.uint8)
         size = (manifest.input.width, manifest.input.height)
         self._resized: U8Image = np.zeros((size[1], size[0], 3), dtype=np.uint8)
         self._input: F32Array = np.zeros((1, 3, size[1], size[0]), dtype=np.float32)
+        side = roi // self.spec.downscale
+        self._roi_resized: U8Image = np.zeros((side, side, 3), dtype=np.uint8)
+        self._roi_input: F32Array = np.zeros((1, 3, side, side), dtype=np.float32)
+        screen = self.spec.screen
+        self._halo = screen.kernel // 2 + screen.smooth // 2 + 1
         self._lines = 0
-        self._screened: dict[TileKey, float] = {}
-        self._maps: dict[TileKey, F32Array] = {}
+        self._screened_rows = 0
+        self._windows: list[Window] = []
+        self._waiting: list[Window] = []
         self._screen_s = 0.0
         self._anomaly_s = 0.0
         log.info("film_inspector_ready", model=self.ref.name, height=height, width=width)
@@ -228,13 +302,16 @@ class FilmInspector:
     def reset(self) -> None:
         """Start a new frame in the same buffer."""
         self._lines = 0
-        self._screened = {}
-        self._maps = {}
+        self._screened_rows = 0
+        self._windows = []
+        self._waiting = []
+        self._map.fill(0.0)
+        self._cells.fill(0)
         self._screen_s = 0.0
         self._anomaly_s = 0.0
 
     def add_strip(self, lines: U8Image) -> None:
-        """Copy the next ``lines`` (n, width, 3) into the frame; screen and score ready tiles."""
+        """Copy the next ``lines`` (n, width, 3) into the frame; screen and score what is ready."""
         height, width = self.buffer.shape[:2]
         n = lines.shape[0]
         if lines.shape[1:] != (width, 3) or self._lines + n > height:
@@ -245,27 +322,59 @@ class FilmInspector:
             raise FrameSizeError(msg)
         self.buffer[self._lines : self._lines + n] = lines
         self._lines += n
-        self._process(tiles_ready(self.plan, self._lines))
+        self._advance()
 
-    def _process(self, ready: tuple[Tile, ...]) -> None:
-        screen = self.spec.screen
-        flagged: list[Tile] = []
-        t0 = time.perf_counter()
-        for t in ready:
-            key = (t.row, t.col)
-            if key in self._screened:
+    def _advance(self) -> None:
+        height = self.buffer.shape[0]
+        stride = self.spec.map_stride
+        final = height if self._lines == height else self._lines - self._halo
+        final -= final % stride
+        if final > self._screened_rows:
+            t0 = time.perf_counter()
+            self._screen_band(self._screened_rows, final)
+            self._screen_s += time.perf_counter() - t0
+        ready = [w for w in self._waiting if w.cy1 * stride <= self._lines]
+        if ready:
+            self._waiting = [w for w in self._waiting if w.cy1 * stride > self._lines]
+            t0 = time.perf_counter()
+            for w in ready:
+                self._score_window(w)
+            self._anomaly_s += time.perf_counter() - t0
+
+    def _screen_band(self, y0: int, y1: int) -> None:
+        """Screen rows [y0, y1) (multiples of the stride) and open windows on flagged cells."""
+        screen, stride = self.spec.screen, self.spec.map_stride
+        top = max(y0 - self._halo, 0)
+        bottom = min(y1 + self._halo, self._lines)
+        signal = screen_signal(self.buffer[top:bottom], screen)[y0 - top : y1 - top]
+        rows, width = signal.shape
+        pooled = signal.reshape(rows // stride, stride, width).max(axis=1)
+        cells = pooled.reshape(rows // stride, width // stride, stride).max(axis=2)
+        self._cells[y0 // stride : y1 // stride] = cells
+        self._screened_rows = y1
+        hot_y, hot_x = np.nonzero(cells >= screen.threshold)
+        shape = (self._cells.shape[0], self._cells.shape[1])
+        size = self.spec.roi // stride
+        for cy, cx in zip((hot_y + y0 // stride).tolist(), hot_x.tolist(), strict=True):
+            if any(w.keeps(cy, cx) for w in self._windows):
                 continue
-            score = screen_score(self.buffer[t.y0 : t.y1, t.x0 : t.x1], screen)
-            self._screened[key] = score
-            if score >= screen.threshold:
-                flagged.append(t)
-        t1 = time.perf_counter()
-        shape = (self.buffer.shape[0], self.buffer.shape[1])
-        for t in flagged:
-            tile_map = self._anomaly(self.buffer[t.y0 : t.y1, t.x0 : t.x1])
-            self._maps[t.row, t.col] = drop_inner_edges(tile_map, t, shape, self.spec.edge_cells)
-        self._screen_s += t1 - t0
-        self._anomaly_s += time.perf_counter() - t1
+            window = window_at(cy, cx, size, self.spec.roi_edge_cells, shape)
+            self._windows.append(window)
+            self._waiting.append(window)
+
+    def _score_window(self, w: Window) -> None:
+        stride, side = self.spec.map_stride, self._roi_resized.shape[0]
+        pixels = self.buffer[w.cy0 * stride : w.cy1 * stride, w.cx0 * stride : w.cx1 * stride]
+        cv2.resize(pixels, (side, side), dst=self._roi_resized, interpolation=cv2.INTER_AREA)
+        self._roi_input[0] = self._roi_resized.transpose(2, 0, 1)
+        name = self.manifest.input.name
+        out = self._session.run([self.manifest.output], {name: self._roi_input})
+        window_map = out[0][0, 0]
+        ky, kx = slice(w.keep_y0, w.keep_y1), slice(w.keep_x0, w.keep_x1)
+        kept = window_map[
+            w.keep_y0 - w.cy0 : w.keep_y1 - w.cy0, w.keep_x0 - w.cx0 : w.keep_x1 - w.cx0
+        ]
+        np.maximum(self._map[ky, kx], kept, out=self._map[ky, kx])
 
     def _anomaly(self, tile: U8Image) -> F32Array:
         size = (self._resized.shape[1], self._resized.shape[0])
@@ -279,22 +388,30 @@ class FilmInspector:
         return np.array(out[0][0, 0], dtype=np.float32)
 
     def finish(self) -> FilmResult:
-        """Complete the frame: the remaining tiles, the stitched map, the defects, the decision.
+        """Complete the frame: the last band, the windows left, the defects, the decision.
 
         A frame with missing lines is a fail-safe NG (``bad_frame``), never an OK.
         """
         t0 = time.perf_counter()
         height, width = self.buffer.shape[:2]
-        self._process(tiles_ready(self.plan, self._lines))
+        complete = self._lines == height
+        if complete:
+            self._advance()
         threshold = self.spec.score_threshold
-        tile_scores = {k: float(m.max()) for k, m in self._maps.items()}
-        self._map.fill(0.0)
-        max_stitch(self._map_plan, self._maps, self._map)
+        screen_scores = {
+            (t.row, t.col): float(self._cells[t.y0 : t.y1, t.x0 : t.x1].max())
+            for t in self._map_plan
+        }
+        tile_scores = {
+            (t.row, t.col): float(self._map[t.y0 : t.y1, t.x0 : t.x1].max())
+            for t in self._map_plan
+            if screen_scores[t.row, t.col] >= self.spec.screen.threshold
+        }
         anomaly = self._map.copy()
         defects = defects_from_map(anomaly, threshold, self.spec.map_stride, (height, width))
-        best = max(tile_scores.values(), default=0.0)
+        best = float(anomaly.max())
         infer_ms = (self._screen_s + self._anomaly_s) * 1e3
-        if self._lines < height:
+        if not complete:
             detail = f"frame incomplete: {self._lines} of {height} lines"
             decision = Decision.fault("bad_frame", detail, self.ref)
         elif defects:
@@ -305,8 +422,9 @@ class FilmInspector:
             decision=decision,
             anomaly=anomaly,
             mask=np.asarray((anomaly > threshold) * 255, dtype=np.uint8),
-            screen_scores=dict(self._screened),
+            screen_scores=screen_scores,
             tile_scores=tile_scores,
+            windows=len(self._windows),
             screen_ms=self._screen_s * 1e3,
             anomaly_ms=self._anomaly_s * 1e3,
             finish_ms=(time.perf_counter() - t0) * 1e3,
@@ -315,6 +433,7 @@ class FilmInspector:
             "film_inspected",
             verdict=decision.verdict,
             flagged=len(tile_scores),
+            windows=result.windows,
             defects=len(defects),
             score=round(best, 4),
             screen_ms=round(result.screen_ms, 1),
@@ -330,5 +449,9 @@ class FilmInspector:
         return self.finish()
 
     def score_tile(self, tile: U8Image) -> F32Array:
-        """The anomaly map of one tile of the plan's size, without the screen (evaluation)."""
+        """The anomaly map of one whole tile of the plan's size, without the screen.
+
+        The second stage applied to every tile: the straightforward method the two stages
+        are measured against.
+        """
         return self._anomaly(tile)

@@ -75,6 +75,11 @@ class TileAnomalySpec(_Model):
     ``score_threshold``; map cells above it form the defects. The ``edge_cells`` outermost
     cells of a tile's map along an edge shared with a neighbour are dropped (the overlap must
     cover them twice over: ``overlap >= 2 * edge_cells * map_stride``).
+
+    The second stage runs on ``roi`` x ``roi`` windows centred on flagged screen cells (a
+    flagged tile's defects, not the whole tile); ``roi_edge_cells`` cells along a window
+    edge inside the frame are dropped, and a flagged cell inside another window's kept part
+    starts no new window.
     """
 
     tile: int = Field(gt=0)
@@ -84,11 +89,19 @@ class TileAnomalySpec(_Model):
     score_threshold: float = Field(gt=0.0)
     screen: ScreenSpec
     edge_cells: int = Field(default=0, ge=0)
+    roi: int = Field(default=512, gt=0)
+    roi_edge_cells: int = Field(default=3, ge=0)
 
     @model_validator(mode="after")
     def _overlap_covers_edges(self) -> Self:
         if self.overlap < 2 * self.edge_cells * self.map_stride:
             msg = f"overlap {self.overlap} < 2 * edge_cells * map_stride; edges left uncovered"
+            raise ValueError(msg)
+        if self.roi % (self.map_stride * self.downscale) or self.roi > self.tile:
+            msg = f"roi {self.roi} must be a multiple of map_stride * downscale and <= tile"
+            raise ValueError(msg)
+        if 2 * (self.roi_edge_cells + 1) * self.map_stride > self.roi:
+            msg = f"roi {self.roi} keeps no cell after dropping {self.roi_edge_cells} per edge"
             raise ValueError(msg)
         return self
 
