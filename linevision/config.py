@@ -165,11 +165,14 @@ class StationConfig(_Model):
 
     ``pole_piece``: one frame per cell, a classifier. ``seal_edge`` and ``six_view``: one
     frame per camera per cell (cameras in view order), compared with ``reference``: an
-    image file (one view) or a folder of ``1.png`` ... ``N.png`` (N views).
+    image file (one view) or a folder of ``1.png`` ... ``N.png`` (N views). ``blue_film``:
+    one line-scan camera (``line_scan``, BGR8) whose strips make the frame; the frame is
+    ``roi.width`` wide and ``roi.height * strips_per_cell`` lines long, and the cell may
+    take its acquisition time plus ``assembly_ms`` to arrive.
     """
 
     name: str = Field(min_length=1, pattern=r"^[a-z0-9_]+$")
-    type: Literal["pole_piece", "seal_edge", "six_view"]
+    type: Literal["pole_piece", "seal_edge", "six_view", "blue_film"]
     cameras: tuple[str, ...] = Field(min_length=1)
     model: Path
     decision: DecisionRule = DecisionRule()
@@ -183,6 +186,9 @@ class StationConfig(_Model):
     def _reference_for_comparison(self) -> StationConfig:
         if self.type in ("seal_edge", "six_view") and self.reference is None:
             msg = f"a {self.type} station needs reference (an image file or a folder of views)"
+            raise ValueError(msg)
+        if self.type == "blue_film" and len(self.cameras) != 1:
+            msg = "a blue_film station has one line-scan camera"
             raise ValueError(msg)
         return self
 
@@ -235,6 +241,11 @@ class BusConfig(_Model):
 
 
 class InferenceConfig(_Model):
+    """``workers`` threads run every station's jobs (earliest deadline first); each
+    onnxruntime session uses ``intra_op_threads``. On the 2-core reference line PC:
+    2 workers x 1 thread, one busy thread per core."""
+
+    workers: int = Field(default=2, ge=1, le=256)
     intra_op_threads: int = Field(default=1, ge=1, le=256)
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
 
@@ -410,6 +421,14 @@ class Config(_Model):
                     msg = f"camera {cam!r} is used by stations {used[cam]!r} and {station.name!r}"
                     raise ValueError(msg)
                 used[cam] = station.name
+            if station.type == "blue_film":
+                cam_cfg = self.camera(station.cameras[0])
+                if cam_cfg.line_scan is None or cam_cfg.pixel_format != "BGR8":
+                    msg = (
+                        f"station {station.name!r}: camera {cam_cfg.id!r} needs line_scan "
+                        "and pixel_format BGR8"
+                    )
+                    raise ValueError(msg)
         return self
 
     def camera(self, camera_id: str) -> CameraConfig:

@@ -171,7 +171,10 @@ class RecipeManager:
             t0 = time.perf_counter()
             recipe = load_recipe(self.folder, name)
             cfg = apply_recipe(self.base, recipe)
-            built = [build_station(sc, self.models_root, self._options) for sc in cfg.stations]
+            built = [
+                build_station(sc, self.models_root, self._options, cfg.camera(sc.cameras[0]))
+                for sc in cfg.stations
+            ]
             previous = self.active
             for b in built:
                 worker = workers.get(b.config.name)

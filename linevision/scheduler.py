@@ -289,10 +289,12 @@ class StationWorker:
     The jobs run on an :class:`EdfExecutor` shared by every station (``executor``); without
     one, the worker makes a private single-thread pool. A station that sets ``parallel``
     True may have as many of its frames in work at once as the pool has threads; otherwise
-    its frames are handled one at a time, in order.
+    its frames are handled one at a time, in order. The lane holds ``queue_size`` frames,
+    and never fewer than two cells' worth (a line-scan cell is many strips).
 
     A job whose cell can no longer meet its deadline (now + the station's usual job time
-    is past it) is not run: the cell becomes NG ``overload`` at once.
+    is past it) is not run: the cell becomes NG ``overload`` at once. A job whose deadline
+    has already passed is left to the arbiter, which publishes NG ``timeout``.
     """
 
     def __init__(  # noqa: PLR0913, PLR0917  (the station, its deadline rules, its pool)
@@ -315,8 +317,9 @@ class StationWorker:
             executor if executor is not None else EdfExecutor(1, f"station-{station.name}")
         )
         parallel = bool(getattr(station, "parallel", False))
+        capacity = max(queue_size, 2 * station.views)
         self._lane = self.executor.lane(
-            station.name, queue_size, self.executor.workers if parallel else 1
+            station.name, capacity, self.executor.workers if parallel else 1
         )
         self.counters: Counter[str] = Counter()
         self._job_ns = 0.0
@@ -384,7 +387,8 @@ class StationWorker:
         name = station.name
         started = time.monotonic_ns()
         deadline = self.arbiter.deadline_of(name, frame.cell_id)
-        if deadline is None:
+        if deadline is None or started >= deadline:
+            # decided, or the deadline thread is about to publish NG timeout
             self.counters["expired_before_inference"] += 1
             return
         if started + self._job_ns > deadline:

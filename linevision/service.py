@@ -13,6 +13,7 @@ from linevision.cameras import CameraDriver, open_driver
 from linevision.cameras.worker import AcquisitionWorker
 from linevision.config import CameraConfig, Config, StationConfig
 from linevision.delivery import Delivery
+from linevision.executor import EdfExecutor
 from linevision.inference.session import SessionOptions
 from linevision.log import get_logger
 from linevision.scheduler import CellArbiter, StationWorker
@@ -45,6 +46,7 @@ class Service:
             on_published=self._notify_listeners,
         )
         self.arbiter = CellArbiter(self.publisher.publish)
+        self.executor = EdfExecutor(self.config.inference.workers)
 
     def _notify_listeners(self, verdict: Verdict, seq: int, latency_ms: float) -> None:
         for fn in self.listeners:
@@ -59,9 +61,10 @@ class Service:
             intra_op_threads=self.config.inference.intra_op_threads,
             graph_optimization=self.config.inference.graph_optimization,
         )
-        built = build_station(sc, self.models_root, opts)
+        camera = self.config.camera(sc.cameras[0])
+        built = build_station(sc, self.models_root, opts, camera)
         worker = StationWorker(
-            built.station, self.arbiter, sc.deadline_ms, sc.queue_size, built.ref
+            built.station, self.arbiter, sc.deadline_ms, sc.queue_size, built.ref, self.executor
         )
         worker.recipe = self.recipe
         return worker
@@ -79,8 +82,7 @@ class Service:
         self.publisher.start()
         self.delivery.start_replay(self.publisher.current)
         self.arbiter.start()
-        for w in self.stations.values():
-            w.start()
+        self.executor.start()
         for sc in self.config.stations:
             worker = self.stations[sc.name]
             for cam_id in sc.cameras:
@@ -105,8 +107,7 @@ class Service:
             cam.stop()
         for cam in self.cameras.values():
             cam.join(3.0)
-        for w in self.stations.values():
-            w.stop()
+        self.executor.stop()
         flushed = self.arbiter.flush("shutdown")
         self.arbiter.stop()
         self.publisher.stop()

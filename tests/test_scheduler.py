@@ -260,3 +260,50 @@ def test_a_fault_on_one_view_decides_the_cell_and_later_views_are_refused():
     assert not arb.expect(_view(4, "c2"), "six", 1000, None, views=2, assembly_ms=1000)
     (v,) = pub.items
     assert (v.decision.verdict, v.decision.reason) == ("NG", "camera_error")
+
+
+class SlowStation:
+    name = "slow"
+    kind = "pole_piece"
+    views = 1
+    assembly_ms = 0.0
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def inspect(self, frame: Frame) -> Decision:
+        time.sleep(self.seconds)
+        return _ok()
+
+
+def test_a_burst_sheds_work_that_cannot_meet_its_deadline_and_then_keeps_up():
+    pub = Collector()
+    arb = CellArbiter(pub)
+    arb.start()
+    # 40 ms per image against a 100 ms deadline: of a burst of 8, the first two fit
+    worker = StationWorker(SlowStation(0.04), arb, deadline_ms=100, queue_size=16, model=None)
+    worker.start()
+    try:
+        for c in range(1, 9):
+            worker.submit(_frame(c))
+        burst = pub.wait(8, 5.0)
+        assert len(burst) == 8
+        reasons = {v.cell_id: v.decision.reason for v in burst}
+        assert reasons[1] is None
+        assert reasons[2] is None
+        shed = [c for c, r in reasons.items() if r == "overload"]
+        assert shed, reasons
+        assert set(reasons.values()) <= {None, "overload", "timeout"}
+        # shed by the pool (not timed out by the arbiter): the detail says why
+        for v in burst:
+            if v.decision.reason == "overload":
+                assert v.decision.label == "deadline_unreachable"
+        assert worker.counters["shed"] == len(shed)
+        # the burst is over: the next cell is inspected again
+        time.sleep(0.1)
+        worker.submit(_frame(9))
+        last = pub.wait(9, 2.0)[-1]
+        assert (last.cell_id, last.decision.verdict, last.decision.reason) == (9, "OK", None)
+    finally:
+        worker.stop()
+        arb.stop()

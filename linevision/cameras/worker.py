@@ -247,13 +247,18 @@ class AcquisitionWorker:
         """Fire the trigger slot that is due, if any; False when the device was lost doing so.
 
         Slots more than one period old were missed (the loop was late): their cells are
-        faulted as overload instead of being triggered in a burst.
+        faulted as overload instead of being triggered in a burst. The strips of a line-scan
+        cell whose first strip was triggered are triggered late rather than missed.
         """
         assert self._next_slot is not None
         now = time.monotonic()
-        while self._next_slot + self._gap() <= now:
-            self._advance_slot()
-            self._fault(self._new_cell(), "overload", "trigger slot missed: acquisition was late")
+        while self._next_slot + self._gap() <= now and self._slot_no % self._parts == 0:
+            # a late strip of a started line-scan cell is still triggered (its lines were
+            # scanned); a cell whose first strip is late is missed as a whole
+            for _ in range(self._parts):
+                self._advance_slot()
+                detail = "trigger slot missed: acquisition was late"
+                self._fault(self._new_cell(), "overload", detail)
         if self._next_slot > now:
             return True
         self._advance_slot()

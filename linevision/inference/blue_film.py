@@ -442,6 +442,17 @@ class FilmInspector:
         self.reset()
         return result
 
+    def warm_up(self) -> float:
+        """Run both stages once on the (blank) buffer; returns the ms it took."""
+        t0 = time.perf_counter()
+        self.reset()
+        stride = self.spec.map_stride
+        self._lines = self.buffer.shape[0]
+        self._screen_band(0, min(self.spec.roi, self._lines) // stride * stride)
+        self._score_window(window_at(0, 0, self.spec.roi // stride, 0, self._cells.shape))
+        self.reset()
+        return (time.perf_counter() - t0) * 1e3
+
     def inspect_frame(self, frame: U8Image) -> FilmResult:
         """The whole frame at once (evaluation, replay)."""
         self.reset()

@@ -6,10 +6,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from linevision.config import StationConfig
+from linevision.config import CameraConfig, StationConfig
+from linevision.inference.blue_film import FilmInspector
 from linevision.inference.reference import ReferenceModel
 from linevision.inference.session import ModelSession, SessionOptions
 from linevision.scheduler import Station
+from linevision.stations.blue_film import BlueFilmStation
 from linevision.stations.pole_piece import PolePieceStation
 from linevision.stations.reference import ReferenceStation
 from linevision.types import ModelRef
@@ -32,10 +34,18 @@ def resolve_model_dir(path: Path, models_root: Path | None) -> Path:
 
 
 def build_station(
-    sc: StationConfig, models_root: Path | None, options: SessionOptions
+    sc: StationConfig,
+    models_root: Path | None,
+    options: SessionOptions,
+    camera: CameraConfig | None = None,
 ) -> BuiltStation:
-    """Load, verify and warm a station's model; reference features are computed here."""
+    """Load, verify and warm a station's model; reference features are computed here.
+
+    ``camera`` is the station's (first) camera: a blue_film frame's size comes from it.
+    """
     model_dir = resolve_model_dir(sc.model, models_root)
+    if sc.type == "blue_film":
+        return _build_blue_film(sc, model_dir, options, camera)
     if sc.type == "pole_piece":
         session = ModelSession(model_dir, options)
         warm = session.warm_up((1,))
@@ -49,3 +59,20 @@ def build_station(
         sc.name, sc.type, model, sc.cameras, sc.reference, sc.assembly_ms
     )
     return BuiltStation(sc, ref_station, model.ref, load_ms, ref_station.reference_ms)
+
+
+def _build_blue_film(
+    sc: StationConfig, model_dir: Path, options: SessionOptions, camera: CameraConfig | None
+) -> BuiltStation:
+    if camera is None or camera.line_scan is None or camera.roi is None:
+        msg = f"station {sc.name!r}: a blue_film station needs its line-scan camera's config"
+        raise ValueError(msg)
+    strips = camera.line_scan.strips_per_cell
+    height, width = camera.roi.height * strips, camera.roi.width
+    t0 = time.perf_counter()
+    inspector = FilmInspector(model_dir, height, width, threads=options.intra_op_threads)
+    load_ms = (time.perf_counter() - t0) * 1000.0
+    warm_ms = inspector.warm_up()
+    cell_ms = strips * camera.strip_period_s() * 1000.0
+    station = BlueFilmStation(sc.name, inspector, strips, cell_ms + sc.assembly_ms)
+    return BuiltStation(sc, station, inspector.ref, load_ms, warm_ms)

@@ -14,6 +14,7 @@ class PolePieceStation:
     """Classifies each frame as Normal / Short / Long / Powder / Other (source 002)."""
 
     kind = "pole_piece"
+    parallel = True
     views = 1
     assembly_ms = 0.0
 

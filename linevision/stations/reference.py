@@ -7,6 +7,7 @@ Views are matched by cell id only, so a frame of one cell is never combined with
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -43,7 +44,14 @@ def load_reference_images(path: Path, views: int, *, color: bool) -> list[Image]
 
 
 class ReferenceStation:
-    """Compares each cell's views with the recipe's reference views (sources 000 and 001)."""
+    """Compares each cell's views with the recipe's reference views (sources 000 and 001).
+
+    ``parallel``: views of a cell may be encoded on several threads at once; the cell's
+    partial features are guarded by a lock and the head runs on whichever thread completes
+    the cell.
+    """
+
+    parallel = True
 
     def __init__(  # noqa: PLR0913, PLR0917  (name, kind, model, cameras, reference, timing)
         self,
@@ -73,6 +81,7 @@ class ReferenceStation:
         model.set_reference(load_reference_images(reference, self.views, color=color))
         self.reference_ms = (time.perf_counter() - t0) * 1000.0
         self._partial: OrderedDict[int, dict[str, F32Array]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def inspect(self, frame: Frame) -> Decision | None:
         view = self._view_of.get(frame.camera_id)
@@ -84,13 +93,14 @@ class ReferenceStation:
         encode_ms = (time.perf_counter() - t0) * 1000.0
         if self.views == 1:
             return self._decide([features], encode_ms)
-        cell = self._partial.setdefault(frame.cell_id, {})
-        cell[frame.camera_id] = features
-        while len(self._partial) > _PARTIAL_CELLS:
-            self._partial.popitem(last=False)
-        if len(cell) < self.views:
-            return None
-        del self._partial[frame.cell_id]
+        with self._lock:
+            cell = self._partial.setdefault(frame.cell_id, {})
+            cell[frame.camera_id] = features
+            while len(self._partial) > _PARTIAL_CELLS:
+                self._partial.popitem(last=False)
+            if len(cell) < self.views:
+                return None
+            self._partial.pop(frame.cell_id, None)
         return self._decide([cell[cam] for cam in self._order], encode_ms)
 
     def _decide(self, features: list[F32Array], encode_ms: float) -> Decision:

@@ -1,0 +1,58 @@
+"""Blue-film station: a line-scan frame arrives as strips; each is inspected as it comes.
+
+The strips of a cell go through one :class:`FilmInspector` in order (the station is not
+``parallel``): the first strip (part 0) starts a new frame, each strip is screened and its
+flagged windows scored at once, and the last strip finishes the frame and decides. A strip
+that is missing or out of order makes the cell NG ``bad_frame`` (never a frame stitched
+from two cells); the next cell starts clean at its part 0.
+"""
+
+from __future__ import annotations
+
+from linevision.inference.blue_film import FilmInspector, FilmResult
+from linevision.inference.classifier import PreprocessError
+from linevision.types import Decision, Frame
+
+
+class BlueFilmStation:
+    """Two-stage film inspection (sources 003 + 004) of ``views`` strips per cell."""
+
+    kind = "blue_film"
+    parallel = False
+
+    def __init__(
+        self, name: str, inspector: FilmInspector, strips: int, assembly_ms: float
+    ) -> None:
+        self.name = name
+        self.inspector = inspector
+        self.session = inspector
+        self.views = strips
+        self.assembly_ms = assembly_ms
+        self.last_result: FilmResult | None = None
+        self._cell: int | None = None
+        self._next_part = 0
+        self._broken: str | None = None
+
+    def inspect(self, frame: Frame) -> Decision | None:
+        if frame.part == 0 or frame.cell_id != self._cell:
+            self.inspector.reset()
+            self._cell, self._next_part, self._broken = frame.cell_id, 0, None
+        if self._broken is None and frame.part != self._next_part:
+            self._broken = f"strip {self._next_part} missing (strip {frame.part} came next)"
+        self._next_part = frame.part + 1
+        if self._broken is None:
+            image = frame.image
+            width = self.inspector.buffer.shape[1]
+            if image.ndim != 3 or image.shape[1:] != (width, 3):
+                self._broken = f"strip {frame.part}: shape {image.shape}, expected (n, {width}, 3)"
+            else:
+                self.inspector.add_strip(image)
+        if frame.part < frame.parts - 1:
+            return None
+        self._cell = None
+        if self._broken is not None:
+            detail, self._broken = self._broken, None
+            self.inspector.reset()
+            raise PreprocessError(detail)
+        self.last_result = self.inspector.finish()
+        return self.last_result.decision
