@@ -22,6 +22,10 @@ from linevision.types import Frame, FrameFault, Verdict
 
 log = get_logger(__name__)
 
+TRIGGER_LEAD_S = 0.5
+"""Software-triggered cameras start their trigger grid this long after the service starts
+them, so that every camera is open before the first cell."""
+
 
 @dataclass
 class Service:
@@ -83,12 +87,15 @@ class Service:
         self.delivery.start_replay(self.publisher.current)
         self.arbiter.start()
         self.executor.start()
+        # software triggers of every camera on one grid: a multi-camera station's views
+        # of a cell are triggered together and share the cell id
+        epoch = time.monotonic() + TRIGGER_LEAD_S
         for sc in self.config.stations:
             worker = self.stations[sc.name]
             for cam_id in sc.cameras:
                 cam_cfg = self.config.camera(cam_id)
                 self.cameras[cam_id] = AcquisitionWorker(
-                    cam_cfg, _driver_factory(cam_cfg), _sink(worker)
+                    cam_cfg, _driver_factory(cam_cfg), _sink(worker), epoch=epoch
                 )
         for cam in self.cameras.values():
             cam.start()

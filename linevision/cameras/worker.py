@@ -17,6 +17,7 @@ triggered one strip period apart, and cells ``1 / rate_hz`` apart.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -77,7 +78,8 @@ class AcquisitionWorker:
     """Acquires one camera on its own thread and hands Frames and FrameFaults to ``sink``.
 
     ``sink`` must not block (it is the scheduler's submit). ``stop`` may be shared by
-    several workers; ``stop()`` sets it.
+    several workers; ``stop()`` sets it. ``epoch`` (monotonic s) puts software trigger slots
+    on a grid shared with other workers (see ``_first_slot``).
     """
 
     def __init__(
@@ -86,12 +88,14 @@ class AcquisitionWorker:
         driver_factory: Callable[[], CameraDriver],
         sink: Sink,
         stop: threading.Event | None = None,
+        epoch: float | None = None,
     ) -> None:
         self.cfg = cfg
         self.camera_id = cfg.id
         self._factory = driver_factory
         self._sink = sink
         self._stop = stop if stop is not None else threading.Event()
+        self._epoch = epoch
         self._software = cfg.trigger.mode == "software"
         self._period = 1.0 / cfg.trigger.rate_hz
         self._parts = cfg.line_scan.strips_per_cell if cfg.line_scan is not None else 1
@@ -217,7 +221,7 @@ class AcquisitionWorker:
             self._bump("reconnects")
         self._ever_opened = True
         if self._software and self._next_slot is None:
-            self._next_slot = now
+            self._first_slot(now)
         self._set_state("running")
 
     def _step_up(self) -> None:
@@ -283,6 +287,18 @@ class AcquisitionWorker:
         while self._next_slot <= now:
             self._advance_slot()
             self._fault(self._new_cell(), "camera_error", "camera down when the cell was triggered")
+
+    def _first_slot(self, now: float) -> None:
+        """Without an epoch, the first slot is now and is cell 1. With one, slots lie on the
+        epoch's grid of cell periods and slot k is cell k + 1, so cameras of one station that
+        share the epoch and the rate trigger together and agree on cell ids (as cameras on
+        one hardware trigger line do); the cells before this camera opened are not its."""
+        if self._epoch is None:
+            self._next_slot = now
+            return
+        k = max(0, math.ceil((now - self._epoch) / self._period))
+        self._next_slot = self._epoch + k * self._period
+        self._slot_no = self._last_cell = k * self._parts
 
     def _gap(self) -> float:
         """Seconds from the current trigger slot to the next one."""

@@ -213,3 +213,29 @@ def test_shared_stop_event_stops_every_worker(write_images: ImageWriter) -> None
     assert [w.stats().state for w in workers] == ["stopped", "stopped"]
     assert all(w.snapshot()["state"] == "stopped" for w in workers)
     assert {k for k in workers[0].snapshot() if k != "state"} >= {"frames", "reconnects"}
+
+
+def test_workers_on_one_epoch_trigger_together_and_agree_on_cell_ids(
+    write_images: ImageWriter,
+) -> None:
+    folder, _ = write_images(4)
+    cfg = replay(folder, rate_hz=1000, trigger={"mode": "software", "rate_hz": 10})
+    epoch = time.monotonic() + 0.05
+    first, second = Collector(), Collector()
+    a = AcquisitionWorker(cfg, partial(ReplayDriver, cfg), first, epoch=epoch)
+    b = AcquisitionWorker(cfg, partial(ReplayDriver, cfg), second, epoch=epoch)
+    with a:
+        time.sleep(0.35)
+        with b:
+            assert second.wait_for(count_frames(5), timeout=5.0)
+    seen_a = {f.cell_id: f.t_mono_ns for f in first.frames()}
+    seen_b = {f.cell_id: f.t_mono_ns for f in second.frames()}
+    # the late camera starts at the grid's current slot, not at cell 1
+    assert min(seen_a) == 1
+    assert min(seen_b) >= 4
+    common = sorted(set(seen_a) & set(seen_b))
+    assert len(common) >= 4
+    for cell in common:
+        assert abs(seen_a[cell] - seen_b[cell]) < 30e6, cell
+    for cell, t in seen_a.items():
+        assert abs((t / 1e9 - epoch) - (cell - 1) * 0.1) < 0.03, cell
