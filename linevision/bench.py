@@ -1,10 +1,17 @@
 """``linevision bench``: the real pipeline under rated load, and the straightforward baseline.
 
-The pipeline run uses emulated pylon cameras in file mode (software trigger at the rated
-rate), the shipped models and the real ZeroMQ bus on loopback; latencies are read from the
-verdicts as a subscriber receives them (last frame grabbed -> published). The baseline runs
-the same images through the straightforward path in the same process: one thread, default
-onnxruntime session, sequential read -> preprocess -> infer -> decide.
+The pipeline run is the four-station demo (``linevision.demo``): emulated pylon cameras in
+file mode with software triggers at the rated rates, the shipped models, the shared
+inference pool and the real ZeroMQ bus on loopback. Latencies are read from the verdicts as
+a subscriber receives them: the cell's last frame (for blue_film its last strip) grabbed ->
+verdict published. Every cell id between a station's first and last verdict must come
+exactly once (``cells_missing``, ``cells_duplicated``).
+
+The baseline then runs the same images, one cell after another, the straightforward way:
+one thread, float32, default onnxruntime sessions, images read from their files, no
+reference cache (the reference views are encoded again for every cell), and for blue_film
+the whole frame tiled after its last line (screen each tile, anomaly graph on each flagged
+whole tile). Its latency is the work left after the cell's last image is available.
 """
 
 from __future__ import annotations
@@ -26,15 +33,19 @@ import onnxruntime as ort
 from linevision import demo
 from linevision.bus import VerdictMessage, subscribe
 from linevision.config import Config
+from linevision.inference import blue_film as film
 from linevision.inference.classifier import decide, preprocess, softmax
 from linevision.inference.manifest import load_manifest
+from linevision.inference.reference import ReferenceModel
+from linevision.inference.session import SessionOptions
 from linevision.log import get_logger
 from linevision.service import Service
+from linevision.stations.reference import load_reference_images
 
 log = get_logger(__name__)
 
-RATED_HZ = {"pole_piece": 20.0}
-"""Rated load on the 2-core reference machine, per station (frames or cells per second)."""
+RATED_HZ = demo.RATED_HZ
+"""Rated load on the 2-core reference machine, per station (images or cells per second)."""
 
 
 @dataclass
@@ -42,6 +53,7 @@ class StationFigures:
     latencies_ms: list[float] = field(default_factory=list)
     infer_ms: list[float] = field(default_factory=list)
     reasons: Counter[str] = field(default_factory=Counter)
+    cells: list[int] = field(default_factory=list)
     verdicts: int = 0
     first_t: float | None = None
     last_t: float | None = None
@@ -50,6 +62,8 @@ class StationFigures:
         lat = np.asarray(self.latencies_ms or [np.nan])
         inf = np.asarray(self.infer_ms or [np.nan])
         span = (self.last_t or 0.0) - (self.first_t or 0.0)
+        unique = set(self.cells)
+        expected = max(unique) - min(unique) + 1 if unique else 0
         return {
             "n": self.verdicts,
             "p50_ms": _r(np.percentile(lat, 50)),
@@ -60,6 +74,8 @@ class StationFigures:
             "throughput_per_s": _r((self.verdicts - 1) / span) if span > 0 else 0.0,
             "ng_reasons": dict(self.reasons),
             "dropped": dropped,
+            "cells_missing": expected - len(unique),
+            "cells_duplicated": len(self.cells) - len(unique),
         }
 
 
@@ -76,10 +92,13 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
-def bench_config(images: Path, endpoint: str, rate_hz: float) -> Config:
-    data = demo.demo_config(images, rate_hz=rate_hz).model_dump(mode="json")
-    data["bus"]["publish"] = endpoint
-    return Config.model_validate(data)
+def bench_config(data: demo.DemoData, endpoint: str, stations: tuple[str, ...]) -> Config:
+    cfg = demo.four_station_config(data, stations=stations).model_dump(mode="json")
+    cfg["bus"]["publish"] = endpoint
+    cfg["archive"] = {"enabled": False}
+    cfg["metrics"] = {"enabled": False}
+    cfg["control"] = {"enabled": False}
+    return Config.model_validate(cfg)
 
 
 def run_pipeline(
@@ -109,6 +128,7 @@ def run_pipeline(
             f.first_t = now if f.first_t is None else f.first_t
             f.last_t = now
             f.latencies_ms.append(m.latency_ms)
+            f.cells.append(m.cell_id)
             if m.infer_ms is not None:
                 f.infer_ms.append(m.infer_ms)
             if m.verdict == "NG":
@@ -139,29 +159,120 @@ def run_pipeline(
     }
 
 
-def run_baseline(model_dir: Path, images: Path, count: int) -> dict[str, object]:
-    """The straightforward path: read file -> preprocess -> default fp32 session, 1 thread."""
-    manifest, onnx_path = load_manifest(model_dir)
+def _one_thread_session(onnx_path: Path) -> ort.InferenceSession:
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
-    session = ort.InferenceSession(
-        str(onnx_path), sess_options=so, providers=["CPUExecutionProvider"]
-    )
+    return ort.InferenceSession(str(onnx_path), sess_options=so, providers=["CPUExecutionProvider"])
+
+
+def _read(path: Path, flag: int = cv2.IMREAD_GRAYSCALE) -> np.ndarray:
+    img = cv2.imread(str(path), flag)
+    if img is None:
+        msg = f"cannot read {path}"
+        raise ValueError(msg)
+    return np.asarray(img, np.uint8)
+
+
+def baseline_pole_piece(model_dir: Path, images: Path, count: int) -> list[float]:
+    """read file -> preprocess -> default fp32 session, 1 thread -> decide, per image."""
+    manifest, onnx_path = load_manifest(model_dir)
+    session = _one_thread_session(onnx_path)
     files = sorted(images.glob("*.png"))
     times: list[float] = []
     for i in range(count):
         t0 = time.perf_counter()
-        img = cv2.imread(str(files[i % len(files)]), cv2.IMREAD_GRAYSCALE)
-        if img is None:
-            msg = f"cannot read {files[i % len(files)]}"
-            raise ValueError(msg)
-        x = preprocess(np.asarray(img, np.uint8), manifest.input, manifest.normalisation)
+        x = preprocess(_read(files[i % len(files)]), manifest.input, manifest.normalisation)
         logits = session.run([manifest.output], {manifest.input.name: x[None]})[0]
         decide(
             softmax(np.asarray(logits, np.float32))[0], manifest.classes, manifest.ok_labels, 0.0
         )
         times.append((time.perf_counter() - t0) * 1000.0)
-    return {"pole_piece": {"n": count, **_percentiles(times)}}
+    return times
+
+
+def baseline_reference(
+    model_dir: Path, views: tuple[Path, ...], reference: Path, count: int
+) -> list[float]:
+    """Per cell: read every view, encode the reference views again, encode, head."""
+    model = ReferenceModel(model_dir, SessionOptions(intra_op_threads=1))
+    color = model.manifest.input.channels == 3
+    flag = cv2.IMREAD_COLOR if color else cv2.IMREAD_GRAYSCALE
+    files = [sorted(v.glob("*.png")) for v in views]
+    times: list[float] = []
+    for i in range(count):
+        t0 = time.perf_counter()
+        refs = load_reference_images(reference, len(model.view_names), color=color)
+        model.set_reference(refs)
+        feats = [
+            model.encode(_read(f[i % len(f)], flag), name)
+            for f, name in zip(files, model.view_names, strict=True)
+        ]
+        model.decide(*feats)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return times
+
+
+def baseline_blue_film(
+    model_dir: Path, data: demo.DemoData, count: int, every_tile_frames: int = 1
+) -> dict[str, object]:
+    """Whole-frame tiling after the last line: screen each tile, anomaly graph on each
+    flagged whole tile, stitch, decide; 1 thread. Also the anomaly graph on every tile."""
+    size = data.film
+    inspector = film.FilmInspector(model_dir, size.lines, size.width, threads=1)
+    spec = inspector.spec
+    frames = [f.image for f in demo.film_frames(size)]
+    stride = spec.map_stride
+    shape = (size.lines, size.width)
+    out = np.zeros((size.lines // stride, size.width // stride), np.float32)
+    plan_map = film.scaled_plan(inspector.plan, stride)
+    times: list[float] = []
+    for i in range(count):
+        frame = frames[i % len(frames)]
+        t0 = time.perf_counter()
+        maps: dict[tuple[int, int], np.ndarray] = {}
+        for t in inspector.plan:
+            tile = frame[t.y0 : t.y1, t.x0 : t.x1]
+            if film.screen_score(tile, spec.screen) >= spec.screen.threshold:
+                tile_map = inspector.score_tile(tile)
+                maps[t.row, t.col] = film.drop_inner_edges(tile_map, t, shape, spec.edge_cells)
+        out.fill(0.0)
+        film.max_stitch(plan_map, maps, out)
+        film.defects_from_map(out, spec.score_threshold, stride, shape)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    every: list[float] = []
+    for i in range(every_tile_frames):
+        frame = frames[i % len(frames)]
+        t0 = time.perf_counter()
+        for t in inspector.plan:
+            inspector.score_tile(frame[t.y0 : t.y1, t.x0 : t.x1])
+        every.append((time.perf_counter() - t0) * 1000.0)
+    return {"times": times, "every_tile_ms": float(np.median(every)), "tiles": len(inspector.plan)}
+
+
+def run_baseline(
+    models_root: Path, data: demo.DemoData, stations: tuple[str, ...], cells: int
+) -> dict[str, dict[str, object]]:
+    out: dict[str, dict[str, object]] = {}
+    for name in stations:
+        log.info("bench_baseline", station=name)
+        if name == "pole_piece":
+            times = baseline_pole_piece(models_root / name, data.pole_piece, max(cells, 50))
+            out[name] = {"n": len(times), **_percentiles(times)}
+        elif name == "seal_edge":
+            views = (data.seal_images,)
+            times = baseline_reference(models_root / name, views, data.seal_reference, cells)
+            out[name] = {"n": len(times), **_percentiles(times)}
+        elif name == "six_view":
+            times = baseline_reference(
+                models_root / name, data.six_views, data.six_reference, cells
+            )
+            out[name] = {"n": len(times), **_percentiles(times)}
+        elif name == "blue_film":
+            figures = baseline_blue_film(models_root / name, data, max(2, cells // 4))
+            film_times = figures.pop("times")
+            assert isinstance(film_times, list)
+            out[name] = {"n": len(film_times), **_percentiles(film_times), **figures}
+    return out
 
 
 def machine() -> dict[str, object]:
@@ -180,32 +291,50 @@ def machine() -> dict[str, object]:
     }
 
 
-def run(
-    models_root: Path, duration_s: float, endpoint: str, stations: tuple[str, ...]
+def run(  # noqa: PLR0913  (what to run, how long, where; the film size and baseline length)
+    models_root: Path,
+    duration_s: float,
+    endpoint: str,
+    stations: tuple[str, ...],
+    *,
+    film_size: demo.FilmSize | None = None,
+    baseline_cells: int = 20,
 ) -> dict[str, object]:
+    stations = stations or tuple(RATED_HZ)
     unknown = [s for s in stations if s not in RATED_HZ]
     if unknown:
         msg = f"no bench load defined for stations {unknown}; available: {sorted(RATED_HZ)}"
         raise ValueError(msg)
-    demo.prepare_emulation(devices=1)
-    images = demo.ensure_pole_piece_images(demo.cache_dir() / "pole_piece")
-    cfg = bench_config(images, endpoint, RATED_HZ["pole_piece"])
+    demo.prepare_emulation(devices=demo.DEVICES)
+    data = demo.ensure_demo_data(demo.cache_dir(), film_size)
+    cfg = bench_config(data, endpoint, stations)
     log.info("bench_pipeline", stations=list(stations), duration_s=duration_s)
     result = run_pipeline(cfg, models_root, duration_s)
-    log.info("bench_baseline")
-    n = int(RATED_HZ["pole_piece"] * duration_s)
-    baseline = run_baseline(models_root / "pole_piece", images, max(n, 50))
+    # the pipeline's peak, before the baseline loads its own copies of models and frames
+    result["peak_rss_mb"] = _r(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+    baseline = run_baseline(models_root, data, stations, baseline_cells)
     result["baseline"] = baseline
     ratios: dict[str, float] = {}
     stations_out = result["stations"]
     assert isinstance(stations_out, dict)
     for name, figs in stations_out.items():
         base = baseline.get(name)
-        if isinstance(base, dict) and figs.get("p50_ms"):
-            ratios[name] = _r(float(base["p50_ms"]) / float(figs["p50_ms"]))
+        if base is not None and figs.get("p50_ms"):
+            ratios[name] = _r(float(str(base["p50_ms"])) / float(figs["p50_ms"]))
     result["baseline_over_pipeline_p50"] = ratios
-    result["peak_rss_mb"] = _r(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+    film_figs = stations_out.get("blue_film")
+    film_base = baseline.get("blue_film")
+    if film_figs and film_base and film_figs.get("infer_p50_ms"):
+        every = float(str(film_base["every_tile_ms"]))
+        result["blue_film_work"] = {
+            "two_stage_frame_ms_p50": film_figs["infer_p50_ms"],
+            "anomaly_every_tile_frame_ms": _r(every),
+            "ratio": _r(every / float(film_figs["infer_p50_ms"])),
+            "frame": f"{data.film.width} x {data.film.lines}",
+            "strip_lines": data.film.strip_lines,
+        }
     result["rated_load_per_s"] = {s: RATED_HZ[s] for s in stations}
     result["duration_s"] = duration_s
+    result["workers"] = cfg.inference.workers
     result["machine"] = machine()
     return result

@@ -44,7 +44,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from linevision import demo  # noqa: PLC0415  (keeps pypylon's factory untouched until needed)
 
     if args.config is None:
-        demo.prepare_emulation(devices=1)
+        demo.prepare_emulation(devices=demo.DEVICES)
     try:
         cfg = _load_config(args.config) if args.config is not None else None
     except ConfigError as exc:
@@ -57,8 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     logger = log.get_logger("linevision.cli")
     models_root = args.models if args.models is not None else demo.find_models_root()
     if cfg is None:
-        images = demo.ensure_pole_piece_images(demo.cache_dir() / "pole_piece")
-        cfg = demo.demo_config(images)
+        cfg = demo.four_station_config(demo.ensure_demo_data(demo.cache_dir()))
     if args.publish is not None:
         try:
             cfg = cfg.model_copy(update={"bus": BusConfig(publish=args.publish)})
@@ -224,7 +223,7 @@ def _default_config() -> Config:
     """The demo's configuration: the HMI and history commands work with ``linevision run``."""
     from linevision import demo  # noqa: PLC0415
 
-    return demo.demo_config(demo.cache_dir() / "pole_piece")
+    return demo.four_station_config(demo.demo_data_paths(demo.cache_dir()))
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -316,8 +315,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     log.configure("warning", "json")
     models_root = args.models if args.models is not None else demo.find_models_root()
+    film = demo.FilmSize(args.film_width, args.film_lines, args.strip_lines)
     try:
-        result = bench.run(models_root, args.duration, args.endpoint, tuple(args.stations))
+        result = bench.run(
+            models_root,
+            args.duration,
+            args.endpoint,
+            tuple(args.stations),
+            film_size=film,
+            baseline_cells=args.baseline_cells,
+        )
     except ValueError as exc:
         print(f"linevision bench: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -326,14 +333,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return EXIT_OK
     stations = result["stations"]
     assert isinstance(stations, dict)
-    print(f"{'station':<12} {'n':>6} {'p50':>8} {'p99':>8} {'max':>8} {'infer50':>8} {'/s':>7}  NG")
+    print(
+        f"{'station':<12} {'n':>6} {'p50':>8} {'p99':>8} {'max':>8} {'infer50':>8} {'/s':>7} "
+        f"{'missing':>7} {'dup':>4}  NG"
+    )
     for name, f in stations.items():
         print(
             f"{name:<12} {f['n']:>6} {f['p50_ms']:>8} {f['p99_ms']:>8} {f['max_ms']:>8} "
-            f"{f['infer_p50_ms']:>8} {f['throughput_per_s']:>7}  {f['ng_reasons']}"
+            f"{f['infer_p50_ms']:>8} {f['throughput_per_s']:>7} {f['cells_missing']:>7} "
+            f"{f['cells_duplicated']:>4}  {f['ng_reasons']}"
         )
-    for key in ("baseline", "baseline_over_pipeline_p50", "seq_gaps", "seq_duplicates"):
-        print(f"{key}: {result[key]}")
+    for key in (
+        "baseline",
+        "baseline_over_pipeline_p50",
+        "blue_film_work",
+        "seq_gaps",
+        "seq_duplicates",
+    ):
+        if key in result:
+            print(f"{key}: {result[key]}")
     print(f"cpu_percent: {result['cpu_percent']}  peak_rss_mb: {result['peak_rss_mb']}")
     print(f"machine: {result['machine']}")
     return EXIT_OK
@@ -374,7 +392,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_tool_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench = sub.add_parser("bench", help="the real pipeline under rated load, with a baseline")
-    bench.add_argument("--stations", nargs="+", default=["pole_piece"])
+    bench.add_argument(
+        "--stations",
+        nargs="+",
+        default=["pole_piece", "seal_edge", "six_view", "blue_film"],
+        help="stations to load at their rated rates (default: all four at once)",
+    )
+    bench.add_argument("--film-width", type=int, default=4000, help="blue_film frame width")
+    bench.add_argument("--film-lines", type=int, default=18000, help="blue_film frame lines")
+    bench.add_argument("--strip-lines", type=int, default=500, help="lines per line-scan strip")
+    bench.add_argument("--baseline-cells", type=int, default=20, help="cells in the baseline")
     bench.add_argument("--duration", type=float, default=30.0, help="measured seconds")
     bench.add_argument("--models", type=Path, default=None, help="root of model folders")
     bench.add_argument("--endpoint", default="tcp://127.0.0.1:5566", help="bus endpoint to use")

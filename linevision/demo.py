@@ -1,15 +1,25 @@
-"""The embedded demo: emulated pylon cameras serving generated pole-piece images."""
+"""The embedded demo: emulated pylon cameras serving generated images to all four stations.
+
+``linevision run`` without a configuration starts it: pole_piece (one camera, 20 images/s),
+seal_edge (one camera, 4 cells/s), six_view (six cameras, 2 cells/s) and blue_film (one
+line-scan camera, 4000 x 18000 BGR frames in strips of 500 lines at 40,000 lines/s, one
+frame/s), each on an emulated Basler camera in file mode, with software triggers on one grid.
+The images are generated once into the cache folder (about 0.5 GB, most of it film strips).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from linevision.config import Config
-from linevision.synth import pole_piece
+from linevision.synth import blue_film, pole_piece, seal_edge, six_view
 
 DEMO_IMAGES = 60
 DEMO_SEED = 20261124
@@ -78,6 +88,195 @@ def demo_config(images: Path, rate_hz: float = 20.0) -> Config:
             ],
         }
     )
+
+
+RATED_HZ = {"pole_piece": 20.0, "seal_edge": 4.0, "six_view": 2.0, "blue_film": 1.0}
+"""Rated load on the 2-core reference machine: images (pole_piece) or cells per second."""
+DEVICES = 9
+"""Emulated cameras the four-station demo uses (1 + 1 + 6 + 1)."""
+LINE_RATE_HZ = 40_000.0
+
+
+@dataclass(frozen=True)
+class FilmSize:
+    width: int = blue_film.WIDTH
+    lines: int = blue_film.HEIGHT
+    strip_lines: int = 500
+
+    @property
+    def strips(self) -> int:
+        return self.lines // self.strip_lines
+
+
+@dataclass(frozen=True)
+class DemoData:
+    """Where the generated images of each station are served from."""
+
+    pole_piece: Path
+    seal_images: Path
+    seal_reference: Path
+    six_views: tuple[Path, ...]
+    six_reference: Path
+    film_strips: Path
+    film: FilmSize
+
+
+def _once(folder: Path, key: str, build: Callable[[Path], None]) -> Path:
+    """Run ``build(folder)`` unless a marker for ``key`` says it completed before."""
+    marker = folder.parent / f".{folder.name}-complete-{key}"
+    if not marker.exists():
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        build(folder)
+        marker.touch()
+    return folder
+
+
+def _write_seal(folder: Path) -> None:
+    seal_edge.write_dataset(folder, 24, seed=DEMO_SEED)
+
+
+def _write_six(folder: Path) -> None:
+    data = folder / "cells"
+    six_view.write_dataset(data, 12, seed=DEMO_SEED)
+    cells = sorted(p for p in data.iterdir() if p.is_dir() and p.name != "reference")
+    for view in six_view.VIEWS:
+        serve = folder / f"view{view}"
+        serve.mkdir()
+        for i, cell in enumerate(cells):
+            shutil.copy(cell / f"{view}.png", serve / f"{i:04d}.png")
+    shutil.copytree(data / "reference", folder / "reference")
+
+
+def film_frames(size: FilmSize, seed: int = DEMO_SEED) -> list[blue_film.FilmImage]:
+    """The demo's film: a good frame, then one with a white spot and a film break."""
+    rng = np.random.default_rng([seed, 3])
+    good = blue_film.generate_frame(rng, width=size.width, height=size.lines)
+    bad = blue_film.generate_frame(rng, ("white", "break"), width=size.width, height=size.lines)
+    return [good, bad]
+
+
+def _film_writer(size: FilmSize) -> Callable[[Path], None]:
+    def write(folder: Path) -> None:
+        for c, frame in enumerate(film_frames(size)):
+            for s in range(size.strips):
+                strip = frame.image[s * size.strip_lines : (s + 1) * size.strip_lines]
+                cv2.imwrite(str(folder / f"{c:02d}_{s:03d}.bmp"), strip)
+
+    return write
+
+
+def demo_data_paths(root: Path, film: FilmSize | None = None) -> DemoData:
+    """Where ``ensure_demo_data`` puts the images (nothing is generated)."""
+    film = film or FilmSize()
+    return DemoData(
+        pole_piece=root / "pole_piece",
+        seal_images=root / "seal_edge" / "images",
+        seal_reference=root / "seal_edge" / "reference.png",
+        six_views=tuple(root / "six_view" / f"view{v}" for v in six_view.VIEWS),
+        six_reference=root / "six_view" / "reference",
+        film_strips=root / "blue_film",
+        film=film,
+    )
+
+
+def ensure_demo_data(root: Path, film: FilmSize | None = None) -> DemoData:
+    """Generate (once) and return the images of all four stations under ``root``."""
+    data = demo_data_paths(root, film)
+    size = data.film
+    if size.lines % size.strip_lines:
+        msg = f"film lines {size.lines} are not a whole number of {size.strip_lines}-line strips"
+        raise ValueError(msg)
+    ensure_pole_piece_images(data.pole_piece)
+    _once(root / "seal_edge", f"{DEMO_SEED}", _write_seal)
+    _once(root / "six_view", f"{DEMO_SEED}", _write_six)
+    key = f"{DEMO_SEED}-{size.width}x{size.lines}-{size.strip_lines}"
+    _once(data.film_strips, key, _film_writer(size))
+    return data
+
+
+def _emulated(cam_id: str, serial: int, image_path: Path, rate_hz: float) -> dict[str, object]:
+    return {
+        "id": cam_id,
+        "backend": "pylon",
+        "device": {"serial": f"0815-{serial:04d}"},
+        "pixel_format": "Mono8",
+        "trigger": {"mode": "software", "rate_hz": rate_hz},
+        "grab_timeout_ms": 500,
+        "max_buffers": 4,
+        "emulation": {"image_path": str(image_path), "frame_period_us": 1000},
+    }
+
+
+def four_station_config(
+    data: DemoData, rated: dict[str, float] | None = None, stations: tuple[str, ...] = ()
+) -> Config:
+    """All four stations on emulated cameras (or only ``stations``), at ``rated`` load."""
+    rate = {**RATED_HZ, **(rated or {})}
+    wanted = stations or tuple(RATED_HZ)
+    cameras: list[dict[str, object]] = []
+    entries: list[dict[str, object]] = []
+    if "pole_piece" in wanted:
+        cameras.append(_emulated("pole_piece_cam", 0, data.pole_piece, rate["pole_piece"]))
+        entries.append(
+            {
+                "name": "pole_piece",
+                "type": "pole_piece",
+                "cameras": ["pole_piece_cam"],
+                "model": "pole_piece",
+                "deadline_ms": 30,
+            }
+        )
+    if "seal_edge" in wanted:
+        cameras.append(_emulated("seal_cam", 1, data.seal_images, rate["seal_edge"]))
+        entries.append(
+            {
+                "name": "seal_edge",
+                "type": "seal_edge",
+                "cameras": ["seal_cam"],
+                "model": "seal_edge",
+                "reference": str(data.seal_reference),
+                "deadline_ms": 30,
+            }
+        )
+    if "six_view" in wanted:
+        six = [
+            _emulated(f"six_{i + 1}", 2 + i, folder, rate["six_view"])
+            for i, folder in enumerate(data.six_views)
+        ]
+        cameras += six
+        entries.append(
+            {
+                "name": "six_view",
+                "type": "six_view",
+                "cameras": [c["id"] for c in six],
+                "model": "six_view",
+                "reference": str(data.six_reference),
+                "deadline_ms": 30,
+                "assembly_ms": 200,
+            }
+        )
+    if "blue_film" in wanted:
+        film = _emulated("film_cam", 8, data.film_strips, rate["blue_film"])
+        film.update(
+            pixel_format="BGR8",
+            roi={"width": data.film.width, "height": data.film.strip_lines},
+            line_scan={"strips_per_cell": data.film.strips, "line_rate_hz": LINE_RATE_HZ},
+        )
+        film["emulation"] = {"image_path": str(data.film_strips), "frame_period_us": 500}
+        cameras.append(film)
+        entries.append(
+            {
+                "name": "blue_film",
+                "type": "blue_film",
+                "cameras": ["film_cam"],
+                "model": "blue_film",
+                "deadline_ms": 30,
+                "assembly_ms": 200,
+            }
+        )
+    return Config.model_validate({"cameras": cameras, "stations": entries})
 
 
 def prepare_emulation(devices: int = 1) -> None:

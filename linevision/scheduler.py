@@ -15,7 +15,7 @@ import heapq
 import itertools
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -28,6 +28,11 @@ from linevision.types import Decision, Frame, FrameFault, Image, ModelRef, Stage
 log = get_logger(__name__)
 
 _DECIDED_MEMORY = 50_000
+_RECENT_JOBS = 15
+"""Job times a station's 'usual job time' is the median of."""
+_PROBE_AFTER = 8
+"""After this many cells shed in a row, the next job runs anyway: its time is measured
+afresh, so one slow job cannot make a station shed everything from then on."""
 
 
 @dataclass(slots=True)
@@ -292,8 +297,9 @@ class StationWorker:
     its frames are handled one at a time, in order. The lane holds ``queue_size`` frames,
     and never fewer than two cells' worth (a line-scan cell is many strips).
 
-    A job whose cell can no longer meet its deadline (now + the station's usual job time
-    is past it) is not run: the cell becomes NG ``overload`` at once. A job whose deadline
+    A job whose cell can no longer meet its deadline (now + the station's usual job time,
+    the median of its recent jobs, is past it) is not run: the cell becomes NG ``overload``
+    at once. A job whose deadline
     has already passed is left to the arbiter, which publishes NG ``timeout``.
     """
 
@@ -322,7 +328,8 @@ class StationWorker:
             station.name, capacity, self.executor.workers if parallel else 1
         )
         self.counters: Counter[str] = Counter()
-        self._job_ns = 0.0
+        self._recent_ns: deque[int] = deque(maxlen=_RECENT_JOBS)
+        self._sheds_in_row = 0
 
     @property
     def last_loop_mono(self) -> float:
@@ -391,7 +398,8 @@ class StationWorker:
             # decided, or the deadline thread is about to publish NG timeout
             self.counters["expired_before_inference"] += 1
             return
-        if started + self._job_ns > deadline:
+        if started + self._usual_job_ns() > deadline and self._sheds_in_row < _PROBE_AFTER:
+            self._sheds_in_row += 1
             self.counters["shed"] += 1
             log.warning("deadline_unreachable", station=name, cell_id=frame.cell_id)
             detail = "deadline_unreachable"
@@ -409,13 +417,19 @@ class StationWorker:
             self.counters["model_error"] += 1
             log.exception("model_error", station=name, cell_id=frame.cell_id, error=str(exc))
             decision = Decision.fault("model_error", type(exc).__name__, self._model_of(station))
-        took = time.monotonic_ns() - started
-        self._job_ns = took if self._job_ns == 0 else 0.9 * self._job_ns + 0.1 * took
+        self._sheds_in_row = 0
+        self._recent_ns.append(time.monotonic_ns() - started)
         if decision is None:
             self.counters["views_encoded"] += 1
             return
         self.counters["inspected"] += 1
         self.arbiter.resolve(name, frame.cell_id, decision, started)
+
+    def _usual_job_ns(self) -> float:
+        """The median time of the station's recent jobs (0 until there are a few)."""
+        if len(self._recent_ns) < _RECENT_JOBS // 3:
+            return 0.0
+        return float(sorted(self._recent_ns)[len(self._recent_ns) // 2])
 
     def _model_of(self, station: Station) -> ModelRef | None:
         session = getattr(station, "session", None)

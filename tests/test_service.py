@@ -86,7 +86,7 @@ def test_wrong_sha256_refuses_to_start(tmp_path, demo_images):
 
 def test_demo_command_publishes_and_exits_cleanly_on_sigterm(tmp_path):
     endpoint = free_tcp_endpoint()
-    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), PYLON_CAMEMU="1")
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), PYLON_CAMEMU="9")
     daemon = subprocess.Popen(
         [sys.executable, "-m", "linevision", "run", "--publish", endpoint],
         env=env,
@@ -98,17 +98,19 @@ def test_demo_command_publishes_and_exits_cleanly_on_sigterm(tmp_path):
         tail = subprocess.run(
             [
                 *(sys.executable, "-m", "linevision", "tail", "--endpoint", endpoint),
-                *("--count", "20", "--json", "--timeout", "60"),
+                *("--count", "100", "--json", "--timeout", "120"),
             ],
             capture_output=True,
             text=True,
-            timeout=90,
+            timeout=240,
             check=False,
         )
         assert tail.returncode == 0, tail.stderr
         lines = [VerdictMessage.model_validate_json(x) for x in tail.stdout.splitlines()]
-        assert len(lines) == 20
-        assert [m.seq for m in lines] == list(range(lines[0].seq, lines[0].seq + 20))
+        assert len(lines) == 100
+        assert [m.seq for m in lines] == list(range(lines[0].seq, lines[0].seq + 100))
+        # the embedded demo runs all four stations at once
+        assert {m.station for m in lines} == {"pole_piece", "seal_edge", "six_view", "blue_film"}
         t0 = time.monotonic()
         daemon.send_signal(signal.SIGTERM)
         out, _ = daemon.communicate(timeout=10)
