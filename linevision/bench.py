@@ -53,6 +53,7 @@ class StationFigures:
     latencies_ms: list[float] = field(default_factory=list)
     infer_ms: list[float] = field(default_factory=list)
     reasons: Counter[str] = field(default_factory=Counter)
+    details: Counter[str] = field(default_factory=Counter)
     cells: list[int] = field(default_factory=list)
     verdicts: int = 0
     first_t: float | None = None
@@ -73,6 +74,7 @@ class StationFigures:
             "infer_p99_ms": _r(np.percentile(inf, 99)),
             "throughput_per_s": _r((self.verdicts - 1) / span) if span > 0 else 0.0,
             "ng_reasons": dict(self.reasons),
+            "fault_details": dict(self.details),
             "dropped": dropped,
             "cells_missing": expected - len(unique),
             "cells_duplicated": len(self.cells) - len(unique),
@@ -92,8 +94,15 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
-def bench_config(data: demo.DemoData, endpoint: str, stations: tuple[str, ...]) -> Config:
-    cfg = demo.four_station_config(data, stations=stations).model_dump(mode="json")
+def bench_config(
+    data: demo.DemoData,
+    endpoint: str,
+    stations: tuple[str, ...],
+    six_view_stagger_ms: float = demo.SIX_VIEW_STAGGER_MS,
+) -> Config:
+    cfg = demo.four_station_config(
+        data, stations=stations, six_view_stagger_ms=six_view_stagger_ms
+    ).model_dump(mode="json")
     cfg["bus"]["publish"] = endpoint
     cfg["archive"] = {"enabled": False}
     cfg["metrics"] = {"enabled": False}
@@ -133,6 +142,8 @@ def run_pipeline(
                 f.infer_ms.append(m.infer_ms)
             if m.verdict == "NG":
                 f.reasons[m.reason or "none"] += 1
+                if m.reason != "defect":
+                    f.details[f"{m.reason}: {(m.label or '')[:60]}"] += 1
 
     service = Service(cfg, models_root=models_root)
     cpu0 = time.process_time()
@@ -299,6 +310,7 @@ def run(  # noqa: PLR0913  (what to run, how long, where; the film size and base
     *,
     film_size: demo.FilmSize | None = None,
     baseline_cells: int = 20,
+    six_view_stagger_ms: float = demo.SIX_VIEW_STAGGER_MS,
 ) -> dict[str, object]:
     stations = stations or tuple(RATED_HZ)
     unknown = [s for s in stations if s not in RATED_HZ]
@@ -307,7 +319,7 @@ def run(  # noqa: PLR0913  (what to run, how long, where; the film size and base
         raise ValueError(msg)
     demo.prepare_emulation(devices=demo.DEVICES)
     data = demo.ensure_demo_data(demo.cache_dir(), film_size)
-    cfg = bench_config(data, endpoint, stations)
+    cfg = bench_config(data, endpoint, stations, six_view_stagger_ms)
     log.info("bench_pipeline", stations=list(stations), duration_s=duration_s)
     result = run_pipeline(cfg, models_root, duration_s)
     # the pipeline's peak, before the baseline loads its own copies of models and frames
@@ -336,5 +348,6 @@ def run(  # noqa: PLR0913  (what to run, how long, where; the film size and base
     result["rated_load_per_s"] = {s: RATED_HZ[s] for s in stations}
     result["duration_s"] = duration_s
     result["workers"] = cfg.inference.workers
+    result["six_view_stagger_ms"] = six_view_stagger_ms
     result["machine"] = machine()
     return result

@@ -324,6 +324,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             tuple(args.stations),
             film_size=film,
             baseline_cells=args.baseline_cells,
+            six_view_stagger_ms=args.six_view_stagger_ms,
         )
     except ValueError as exc:
         print(f"linevision bench: {exc}", file=sys.stderr)
@@ -402,6 +403,12 @@ def _add_tool_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     bench.add_argument("--film-lines", type=int, default=18000, help="blue_film frame lines")
     bench.add_argument("--strip-lines", type=int, default=500, help="lines per line-scan strip")
     bench.add_argument("--baseline-cells", type=int, default=20, help="cells in the baseline")
+    bench.add_argument(
+        "--six-view-stagger-ms",
+        type=float,
+        default=30.0,
+        help="six_view camera k sees the cell k times this after camera 1 (0: all at once)",
+    )
     bench.add_argument("--duration", type=float, default=30.0, help="measured seconds")
     bench.add_argument("--models", type=Path, default=None, help="root of model folders")
     bench.add_argument("--endpoint", default="tcp://127.0.0.1:5566", help="bus endpoint to use")

@@ -69,6 +69,9 @@ class Trigger(_Model):
     mode: Literal["off", "hardware", "software"] = "off"
     source: str = "Line1"
     rate_hz: float = Field(default=10.0, gt=0, le=1000)
+    offset_ms: float = Field(default=0.0, ge=0, le=60000)
+    """``software`` in a service: this camera's slots come this long after the shared
+    grid's (a camera further down the line sees the cell later)."""
 
 
 class LineScan(_Model):

@@ -95,6 +95,8 @@ RATED_HZ = {"pole_piece": 20.0, "seal_edge": 4.0, "six_view": 2.0, "blue_film": 
 DEVICES = 9
 """Emulated cameras the four-station demo uses (1 + 1 + 6 + 1)."""
 LINE_RATE_HZ = 40_000.0
+SIX_VIEW_STAGGER_MS = 30.0
+"""The six_view cell passes six camera positions, one every 30 ms (faces first, edges after)."""
 
 
 @dataclass(frozen=True)
@@ -210,9 +212,16 @@ def _emulated(cam_id: str, serial: int, image_path: Path, rate_hz: float) -> dic
 
 
 def four_station_config(
-    data: DemoData, rated: dict[str, float] | None = None, stations: tuple[str, ...] = ()
+    data: DemoData,
+    rated: dict[str, float] | None = None,
+    stations: tuple[str, ...] = (),
+    six_view_stagger_ms: float = SIX_VIEW_STAGGER_MS,
 ) -> Config:
-    """All four stations on emulated cameras (or only ``stations``), at ``rated`` load."""
+    """All four stations on emulated cameras (or only ``stations``), at ``rated`` load.
+
+    The six_view cameras sit at six positions along the line: camera k sees a cell
+    ``k * six_view_stagger_ms`` after the first (0: all six at once).
+    """
     rate = {**RATED_HZ, **(rated or {})}
     wanted = stations or tuple(RATED_HZ)
     cameras: list[dict[str, object]] = []
@@ -245,6 +254,10 @@ def four_station_config(
             _emulated(f"six_{i + 1}", 2 + i, folder, rate["six_view"])
             for i, folder in enumerate(data.six_views)
         ]
+        for i, cam in enumerate(six):
+            trigger = cam["trigger"]
+            assert isinstance(trigger, dict)
+            trigger["offset_ms"] = i * six_view_stagger_ms
         cameras += six
         entries.append(
             {

@@ -292,12 +292,14 @@ class AcquisitionWorker:
         """Without an epoch, the first slot is now and is cell 1. With one, slots lie on the
         epoch's grid of cell periods and slot k is cell k + 1, so cameras of one station that
         share the epoch and the rate trigger together and agree on cell ids (as cameras on
-        one hardware trigger line do); the cells before this camera opened are not its."""
+        one hardware trigger line do); the cells before this camera opened are not its.
+        ``trigger.offset_ms`` shifts this camera's slots along the grid."""
         if self._epoch is None:
             self._next_slot = now
             return
-        k = max(0, math.ceil((now - self._epoch) / self._period))
-        self._next_slot = self._epoch + k * self._period
+        start = self._epoch + self.cfg.trigger.offset_ms / 1000.0
+        k = max(0, math.ceil((now - start) / self._period))
+        self._next_slot = start + k * self._period
         self._slot_no = self._last_cell = k * self._parts
 
     def _gap(self) -> float:
