@@ -239,3 +239,23 @@ def test_workers_on_one_epoch_trigger_together_and_agree_on_cell_ids(
         assert abs(seen_a[cell] - seen_b[cell]) < 30e6, cell
     for cell, t in seen_a.items():
         assert abs((t / 1e9 - epoch) - (cell - 1) * 0.1) < 0.03, cell
+
+
+def test_trigger_offset_shifts_a_camera_along_the_grid(write_images: ImageWriter) -> None:
+    folder, _ = write_images(4)
+    base = {"mode": "software", "rate_hz": 10}
+    first_cfg = replay(folder, rate_hz=1000, trigger=base)
+    later_cfg = replay(folder, rate_hz=1000, trigger={**base, "offset_ms": 40})
+    epoch = time.monotonic() + 0.05
+    first, later = Collector(), Collector()
+    with (
+        AcquisitionWorker(first_cfg, partial(ReplayDriver, first_cfg), first, epoch=epoch),
+        AcquisitionWorker(later_cfg, partial(ReplayDriver, later_cfg), later, epoch=epoch),
+    ):
+        assert later.wait_for(count_frames(4), timeout=5.0)
+    seen = {f.cell_id: f.t_mono_ns for f in first.frames()}
+    shifted = {f.cell_id: f.t_mono_ns for f in later.frames()}
+    common = sorted(set(seen) & set(shifted))
+    assert len(common) >= 3
+    for cell in common:
+        assert 0.025 < (shifted[cell] - seen[cell]) / 1e9 < 0.06, cell
