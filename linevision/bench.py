@@ -286,6 +286,37 @@ def run_baseline(
     return out
 
 
+def pole_piece_model_speed(model_dir: Path, images: Path) -> dict[str, object]:
+    """Batch-1 ms/image of the shipped pole-piece ONNX files and of the same network in torch
+    eager float32 (the seed's stack), 1 and 2 threads, one after the other in this process.
+
+    The torch network is rebuilt from the manifest's architecture with fresh weights (speed
+    does not depend on their values). Needs the ``train`` extra (torch); without it, or for
+    a network ``linevision.train.gsnet`` does not build, the reason is returned instead.
+    """
+    manifest, onnx_path = load_manifest(model_dir)
+    training = manifest.training
+    arch, stem = training.get("architecture"), training.get("stem", "s2d")
+    try:
+        from linevision.train import classifier_export, gsnet  # noqa: PLC0415
+    except ImportError as exc:
+        return {"skipped": f"torch is not installed ({exc.name}); install the train extra"}
+    if not isinstance(arch, str) or arch not in gsnet.ARCHITECTURES or not isinstance(stem, str):
+        return {"skipped": f"the shipped model's architecture {arch!r} is not a gsnet network"}
+    model = gsnet.build(arch, len(manifest.classes), stem=stem).eval()
+    metrics = manifest.metrics
+    precision = str(metrics.get("runtime_precision", "fp32"))
+    files = {precision: onnx_path}
+    fp32 = model_dir / "model_fp32.onnx"
+    if precision != "fp32" and fp32.is_file():
+        files["fp32"] = fp32
+    image = _read(min(images.glob("*.png")))
+    x = preprocess(image, manifest.input, manifest.normalisation)[None]
+    out: dict[str, object] = {"architecture": arch, "stem": stem, "runtime_precision": precision}
+    out.update(classifier_export.latency(model, files, x))
+    return out
+
+
 def machine() -> dict[str, object]:
     flags = ""
     try:
@@ -334,6 +365,11 @@ def run(  # noqa: PLR0913  (what to run, how long, where; the film size and base
         if base is not None and figs.get("p50_ms"):
             ratios[name] = _r(float(str(base["p50_ms"])) / float(figs["p50_ms"]))
     result["baseline_over_pipeline_p50"] = ratios
+    if "pole_piece" in stations:
+        log.info("bench_model_speed", station="pole_piece")
+        result["pole_piece_model_speed"] = pole_piece_model_speed(
+            models_root / "pole_piece", data.pole_piece
+        )
     film_figs = stations_out.get("blue_film")
     film_base = baseline.get("blue_film")
     if film_figs and film_base and film_figs.get("infer_p50_ms"):
