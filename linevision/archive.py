@@ -21,7 +21,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -209,7 +209,7 @@ class Archive:
                     self._images_pending += 1
             caption = Caption(d.verdict, d.reason, d.label, d.score, v.station, v.cell_id, v.recipe)
         try:
-            self._queue.put_nowait(_Item(row, image, caption, d.defects))
+            self._queue.put_nowait(_Item(row, image, caption, scaled(d.defects, v.image_scale)))
         except queue.Full:
             if image is not None:
                 with self._images_lock:
@@ -315,6 +315,26 @@ class Archive:
             return
         if any(removed.values()):
             log.info("archive_retention", **removed)
+
+
+def scaled(defects: tuple[Defect, ...], scale: float) -> tuple[Defect, ...]:
+    """Defect boxes in the pixels of a picture ``scale`` times the frame's size.
+
+    >>> scaled((Defect("film_anomaly", 1.0, 800, 160, 48, 16),), 0.125)
+    (Defect(kind='film_anomaly', score=1.0, x=100, y=20, w=6, h=2),)
+    """
+    if scale == 1.0:
+        return defects
+    return tuple(
+        replace(
+            d,
+            x=int(d.x * scale),
+            y=int(d.y * scale),
+            w=max(1, round(d.w * scale)),
+            h=max(1, round(d.h * scale)),
+        )
+        for d in defects
+    )
 
 
 def apply_retention(con: sqlite3.Connection, folder: Path, cfg: ArchiveConfig) -> dict[str, int]:

@@ -238,7 +238,8 @@ class CellArbiter:
                 decision=decision,
                 t_frame_ns=p.t_frame_ns,
                 t_frame_mono_ns=p.t_frame_mono_ns,
-                image=p.image,
+                image=p.image if decision.image is None else decision.image,
+                image_scale=1.0 if decision.image is None else decision.image_scale,
                 recipe=p.recipe,
                 stages=StageTimes(
                     queued_mono_ns=p.queued_mono_ns or p.t_frame_mono_ns,

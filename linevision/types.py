@@ -97,6 +97,11 @@ class Decision:
     defects: tuple[Defect, ...] = ()
     model: ModelRef | None = None
     infer_ms: float | None = None
+    image: Image | None = None
+    """The picture of the cell for the archive and the HMI, when it is not the frame itself
+    (a line-scan station gives a reduced copy of its frame)."""
+    image_scale: float = 1.0
+    """``image`` pixels per frame pixel (the defects stay in frame coordinates)."""
 
     @classmethod
     def fault(
@@ -133,6 +138,8 @@ class Verdict:
     """The same instant on the monotonic clock, for latency."""
     image: Image | None = None
     """The inspected frame (for the NG archive and the HMI); None for faults."""
+    image_scale: float = 1.0
+    """``image`` pixels per frame pixel (1 unless the station gave a reduced picture)."""
     extra: dict[str, object] = field(default_factory=dict)
     recipe: str | None = None
     """The product recipe in force when the cell was registered (None: no recipes)."""

@@ -37,6 +37,8 @@ F32Array = npt.NDArray[np.float32]
 TileKey = tuple[int, int]
 
 DEFECT_KIND: Final = "film_anomaly"
+THUMBNAIL: Final = 8
+"""The frame's reduced copy (for the archive and the HMI) has one pixel per 8 x 8."""
 HEIGHT: Final = 18000
 WIDTH: Final = 4000
 
@@ -211,6 +213,7 @@ class FilmResult:
     screen_scores: dict[TileKey, float]
     tile_scores: dict[TileKey, float]
     windows: int
+    thumbnail: U8Image
     screen_ms: float
     anomaly_ms: float
     finish_ms: float
@@ -279,6 +282,10 @@ class FilmInspector:
         cells = (height // stride, width // stride)
         self._map: F32Array = np.zeros(cells, dtype=np.float32)
         self._cells: U8Image = np.zeros(cells, dtype=np.uint8)
+        self._thumb: U8Image = np.zeros(
+            (height // THUMBNAIL, width // THUMBNAIL, 3), dtype=np.uint8
+        )
+        self._thumb_rows = 0
         size = (manifest.input.width, manifest.input.height)
         self._resized: U8Image = np.zeros((size[1], size[0], 3), dtype=np.uint8)
         self._input: F32Array = np.zeros((1, 3, size[1], size[0]), dtype=np.float32)
@@ -302,6 +309,7 @@ class FilmInspector:
     def reset(self) -> None:
         """Start a new frame in the same buffer."""
         self._lines = 0
+        self._thumb_rows = 0
         self._screened_rows = 0
         self._windows = []
         self._waiting = []
@@ -322,7 +330,19 @@ class FilmInspector:
             raise FrameSizeError(msg)
         self.buffer[self._lines : self._lines + n] = lines
         self._lines += n
+        self._shrink()
         self._advance()
+
+    def _shrink(self) -> None:
+        """Reduce the lines that complete a row of the thumbnail (INTER_AREA, /8)."""
+        rows = self._lines // THUMBNAIL
+        if rows <= self._thumb_rows:
+            return
+        y0, y1 = self._thumb_rows * THUMBNAIL, rows * THUMBNAIL
+        out = self._thumb[self._thumb_rows : rows]
+        size = (out.shape[1], out.shape[0])
+        cv2.resize(self.buffer[y0:y1], size, dst=out, interpolation=cv2.INTER_AREA)
+        self._thumb_rows = rows
 
     def _advance(self) -> None:
         height = self.buffer.shape[0]
@@ -425,6 +445,7 @@ class FilmInspector:
             screen_scores=screen_scores,
             tile_scores=tile_scores,
             windows=len(self._windows),
+            thumbnail=self._thumb.copy(),
             screen_ms=self._screen_s * 1e3,
             anomaly_ms=self._anomaly_s * 1e3,
             finish_ms=(time.perf_counter() - t0) * 1e3,

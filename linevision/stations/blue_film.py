@@ -4,12 +4,15 @@ The strips of a cell go through one :class:`FilmInspector` in order (the station
 ``parallel``): the first strip (part 0) starts a new frame, each strip is screened and its
 flagged windows scored at once, and the last strip finishes the frame and decides. A strip
 that is missing or out of order makes the cell NG ``bad_frame`` (never a frame stitched
-from two cells); the next cell starts clean at its part 0.
+from two cells); the next cell starts clean at its part 0. The verdict's picture is the
+frame reduced 8 times, built strip by strip.
 """
 
 from __future__ import annotations
 
-from linevision.inference.blue_film import FilmInspector, FilmResult
+from dataclasses import replace
+
+from linevision.inference.blue_film import THUMBNAIL, FilmInspector, FilmResult
 from linevision.inference.classifier import PreprocessError
 from linevision.types import Decision, Frame
 
@@ -54,5 +57,6 @@ class BlueFilmStation:
             detail, self._broken = self._broken, None
             self.inspector.reset()
             raise PreprocessError(detail)
-        self.last_result = self.inspector.finish()
-        return self.last_result.decision
+        result = self.inspector.finish()
+        self.last_result = result
+        return replace(result.decision, image=result.thumbnail, image_scale=1.0 / THUMBNAIL)
