@@ -92,6 +92,10 @@ class CellArbiter:
             p = self._pending.get(key)
             if views > 1 and p is not None and p.views_seen is not None:
                 return self._add_view(p, frame, deadline_ms)
+            if views > 1 and p is None and key in self._decided:
+                # the rest of a cell already decided (faulted, shed or timed out)
+                self.counters["view_after_decision"] += 1
+                return False
             if p is not None or key in self._decided:
                 self.counters["duplicate_cell"] += 1
                 log.warning("duplicate_cell", station=station, cell_id=frame.cell_id)

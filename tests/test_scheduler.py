@@ -258,8 +258,11 @@ def test_a_fault_on_one_view_decides_the_cell_and_later_views_are_refused():
     mono, wall = now_ns()
     arb.fault("six", FrameFault("c2", 4, "camera_error", "lost", mono, wall), None)
     assert not arb.expect(_view(4, "c2"), "six", 1000, None, views=2, assembly_ms=1000)
+    assert not arb.expect(_view(4, "c1"), "six", 1000, None, views=2, assembly_ms=1000)
     (v,) = pub.items
     assert (v.decision.verdict, v.decision.reason) == ("NG", "camera_error")
+    assert arb.counters["view_after_decision"] == 2
+    assert arb.counters["duplicate_cell"] == 0
 
 
 class SlowStation:
