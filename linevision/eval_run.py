@@ -4,9 +4,12 @@ Classifier stations (pole_piece) go through ``ModelSession`` with the manifest's
 preprocessing (``inference.classifier.preprocess``), softmax and the station's decision
 rule (``decide``: OK only for an OK label at or above the manifest threshold).
 Reference-compare stations (seal_edge, six_view) go through ``ReferenceModel``: the
-folder's reference images are encoded once, then every sample's views. Latency is per
-image (per cell for six_view): preprocessing, inference and decision, after a warm-up.
-The figures come from the pure functions of :mod:`linevision.evaluate`.
+folder's reference images are encoded once, then every sample's views. blue_film goes
+through ``FilmInspector.inspect_frame`` (screen, anomaly graph, decision) and, when the
+model folder has ``segment.onnx``, ``FilmSegmenter`` on crops around the decision's defect
+boxes; frames with masks add pixel IoU (see ``evaluate_film``). Latency is per image (per
+cell for six_view, per frame for blue_film): preprocessing, inference and decision, after a
+warm-up. The figures come from the pure functions of :mod:`linevision.evaluate`.
 """
 
 from __future__ import annotations
@@ -15,22 +18,26 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+import cv2
 import numpy as np
+import numpy.typing as npt
 
 from linevision import evaluate
 from linevision.inference.classifier import decide, preprocess, softmax
 from linevision.inference.session import ModelSession, SessionOptions
 from linevision.synth.contract import read_labels, reference_paths
-from linevision.train.folder_data import read_image
+from linevision.train.folder_data import read_film, read_image
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from pathlib import Path
 
+    from linevision.inference.blue_film import FilmInspector
     from linevision.types import Image
 
 CLASSIFIER_STATIONS: Final = ("pole_piece",)
 REFERENCE_STATIONS: Final = ("seal_edge", "six_view")
+FILM_STATIONS: Final = ("blue_film",)
 OK_NG: Final = ("OK", "NG")
 
 
@@ -43,9 +50,15 @@ class Evaluation:
     report: evaluate.Report
     model: str
     model_dir: Path
+    extra: dict[str, object] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, object]:
-        return {**self.report, "model": self.model, "model_dir": str(self.model_dir)}
+        return {
+            **self.report,
+            **self.extra,
+            "model": self.model,
+            "model_dir": str(self.model_dir),
+        }
 
 
 @dataclass
@@ -131,12 +144,130 @@ def evaluate_reference(station: str, data: Path, model_dir: Path, threads: int =
     return Evaluation(tally.report(OK_NG), model.ref.name, model_dir)
 
 
+@dataclass
+class PixelTally:
+    """Pixel counts of predicted against true defect masks over the frames with masks."""
+
+    intersection: int = 0
+    union: int = 0
+
+    def add(self, predicted: npt.NDArray[np.bool_], truth: npt.NDArray[np.bool_]) -> None:
+        self.intersection += int((predicted & truth).sum())
+        self.union += int((predicted | truth).sum())
+
+    @property
+    def iou(self) -> float | None:
+        """Intersection over union of all pixels; None without any defect pixel on either side.
+
+        >>> t = PixelTally()
+        >>> t.add(np.array([True, True, False]), np.array([True, False, False]))
+        >>> t.iou
+        0.5
+        """
+        return self.intersection / self.union if self.union else None
+
+
+def _film_inspector(
+    cache: dict[tuple[int, int], FilmInspector],
+    model_dir: Path,
+    shape: tuple[int, int],
+    threads: int,
+) -> FilmInspector:
+    from linevision.inference.blue_film import FilmInspector  # noqa: PLC0415
+
+    inspector = cache.get(shape)
+    if inspector is None:
+        inspector = FilmInspector(model_dir, shape[0], shape[1], threads=threads)
+        inspector.warm_up()
+        cache[shape] = inspector
+    return inspector
+
+
+def _map_mask(
+    mask: npt.NDArray[np.uint8], stride: int, shape: tuple[int, int]
+) -> npt.NDArray[np.bool_]:
+    """The anomaly map's mask (one cell per ``stride`` px) at frame size."""
+    full = np.repeat(np.repeat(mask > 0, stride, axis=0), stride, axis=1)
+    return np.asarray(full[: shape[0], : shape[1]], dtype=bool)
+
+
+def evaluate_film(data: Path, model_dir: Path, threads: int = 1) -> Evaluation:
+    """blue_film frames through ``FilmInspector.inspect_frame``; pixel IoU where masks exist.
+
+    Frames whose sides are not multiples of the map stride (16 px) are padded by reflection
+    (the station's camera delivers one fixed size). Gray frames are put on three channels.
+    ``pixel_iou``: the segmentation network's masks (crops around the decision's defect
+    boxes, pasted into a frame-size mask) against the true masks, over every frame with a
+    mask; ``pixel_iou_map``: the same for the anomaly map's cells above the threshold.
+    Latency per frame covers the inspection and, when present, the segmentation.
+    """
+    from linevision.inference.film_segment import (  # noqa: PLC0415
+        CROP,
+        SEGMENT_ROLE,
+        FilmSegmenter,
+        frame_mask,
+    )
+    from linevision.inference.manifest import load_manifest  # noqa: PLC0415
+
+    manifest, _ = load_manifest(model_dir)
+    if manifest.kind != "tile_anomaly" or manifest.tile_anomaly is None:
+        msg = f"{model_dir}: kind {manifest.kind!r}, blue_film needs a tile_anomaly model"
+        raise EvalError(msg)
+    stride = manifest.tile_anomaly.map_stride
+    segmenter = None
+    if SEGMENT_ROLE in manifest.files:
+        segmenter = FilmSegmenter(model_dir, threads=threads)
+        segmenter.mask(np.zeros((CROP, CROP, 3), dtype=np.uint8))
+    inspectors: dict[tuple[int, int], FilmInspector] = {}
+    tally, seg, coarse = Tally(), PixelTally(), PixelTally()
+    mask_frames = 0
+    for sample in read_labels(data, "blue_film"):
+        frame, truth = read_film(sample)
+        height, width = frame.shape[:2]
+        pad_y, pad_x = -height % stride, -width % stride
+        if pad_y or pad_x:
+            border = cv2.BORDER_REFLECT_101
+            frame = np.asarray(cv2.copyMakeBorder(frame, 0, pad_y, 0, pad_x, border), np.uint8)
+        inspector = _film_inspector(
+            inspectors, model_dir, (frame.shape[0], frame.shape[1]), threads
+        )
+        t0 = time.perf_counter()
+        result = inspector.inspect_frame(frame)
+        predicted = None
+        if segmenter is not None:
+            predicted = frame_mask(segmenter, frame, result.decision.defects)
+        tally.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
+        decision = result.decision
+        truth_index = OK_NG.index(sample.label)
+        tally.labels.append(truth_index)
+        tally.predicted.append(OK_NG.index(decision.verdict))
+        tally.true_ng.append(truth_index == 1)
+        tally.flagged_ng.append(decision.verdict == "NG")
+        tally.ng_scores.append(float(decision.score or 0.0))
+        if truth is None:
+            continue
+        mask_frames += 1
+        true_pixels = truth > 0
+        coarse.add(_map_mask(result.mask, stride, (height, width)), true_pixels)
+        if predicted is not None:
+            seg.add(predicted[:height, :width] > 0, true_pixels)
+    extra: dict[str, object] = {
+        "mask_frames": mask_frames,
+        "pixel_iou": seg.iou if segmenter is not None else None,
+        "pixel_iou_map": coarse.iou,
+        "segmentation": segmenter is not None,
+    }
+    return Evaluation(tally.report(OK_NG), manifest.name, model_dir, extra)
+
+
 def evaluate_folder(station: str, data: Path, model_dir: Path, threads: int = 1) -> Evaluation:
     """The full report of ``linevision eval`` for one station."""
     if station in CLASSIFIER_STATIONS:
         return evaluate_classifier(station, data, model_dir, threads)
     if station in REFERENCE_STATIONS:
         return evaluate_reference(station, data, model_dir, threads)
+    if station in FILM_STATIONS:
+        return evaluate_film(data, model_dir, threads)
     msg = f"evaluation of {station} is not available yet"
     raise EvalError(msg)
 
@@ -173,4 +304,12 @@ def format_text(evaluation: Evaluation) -> str:
         f"{c:<{width}}" + "".join(f"{v:>8}" for v in row)
         for c, row in zip(classes, r["confusion"], strict=True)
     ]
+    extra = evaluation.extra
+    if "mask_frames" in extra:
+        lines.append("")
+        lines.append(f"frames with masks {extra['mask_frames']}")
+        for key, name in (("pixel_iou", "segmentation"), ("pixel_iou_map", "anomaly map")):
+            value = extra.get(key)
+            shown = _pct(value) if isinstance(value, float) else "     -  "
+            lines.append(f"pixel IoU, {name:<13}{shown}")
     return "\n".join(lines)

@@ -1,9 +1,16 @@
-"""Train the blue-film anomaly model on good generated tiles and ship it as ONNX (seed 004).
+"""Train the blue-film anomaly model on good film and ship it as ONNX (seeds 004 and 003).
 
     python -m linevision.train.blue_film --out models/blue_film --seed 0 --minutes 6
+    linevision train --station blue_film --data DIR --out MODELDIR [--minutes M] [--epochs N]
 
-Good 1024 x 1024 tiles come from :mod:`linevision.synth.blue_film` (training and calibration
-from different seeds). Each is downscaled by ``DOWNSCALE`` for the second stage. The frozen
+Without ``--data``, good 1024 x 1024 tiles come from :mod:`linevision.synth.blue_film`
+(training and calibration from different seeds). With ``--data DIR`` (the folder contract,
+``image,label,mask``), the OK frames are split by frame: a held-out share (``--holdout``,
+at least one frame) sets the thresholds, the rest give the training tiles (``TILE`` x
+``TILE`` windows of the frames, spread over every frame). NG frames never train or calibrate
+the anomaly model; when some have masks, they train the segmentation network
+(:mod:`linevision.train.film_segment`, ``segment.onnx``) into the same folder, sharing the
+time budget. Each tile is downscaled by ``DOWNSCALE`` for the second stage. The frozen
 pretrained teacher's stride-8 features are computed once and standardised (mean per channel,
 one scale for all channels, so that nearly constant channels do not turn noise into
 targets); the student learns them on whole tiles, borders included, so that the tile's edges
@@ -22,9 +29,9 @@ import math
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import cv2
 import numpy as np
@@ -44,6 +51,8 @@ from linevision.inference.manifest import (
 )
 from linevision.log import configure, get_logger
 from linevision.synth import blue_film as synth
+from linevision.synth.contract import DataError, Sample, read_labels
+from linevision.tiling import plan_tiles
 from linevision.train.blue_film_nets import (
     STRIDE,
     AnomalyGraph,
@@ -51,6 +60,10 @@ from linevision.train.blue_film_nets import (
     Teacher,
     distillation_loss,
 )
+from linevision.train.folder_data import read_film
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 NAME: Final = "blue_film"
 MODEL_FILE: Final = "anomaly.onnx"
@@ -64,7 +77,11 @@ SCREEN_KERNEL: Final = 31
 SCREEN_SMOOTH: Final = 3
 SCREEN_MARGIN: Final = 1.5
 SCORE_MARGIN: Final = 0.25
+MIN_SPREAD: Final = 0.1
+FEW_CALIBRATION_TILES: Final = 20
 CALIBRATION_SEED_OFFSET: Final = 1000
+HOLDOUT: Final = 0.25
+SEGMENT_SHARE: Final = 0.5
 ONNX_OPSET: Final = 18
 
 U8Images = npt.NDArray[np.uint8]
@@ -83,6 +100,7 @@ class TrainConfig:
     batch_size: int = 3
     lr: float = 2e-3
     threads: int = 2
+    epochs: int | None = None
 
 
 def good_tiles(seed: int, n: int) -> list[U8Images]:
@@ -119,7 +137,9 @@ def train_student(
     steps_per_epoch = max(len(images) // config.batch_size, 1)
     history: list[float] = []
     student.train()
-    while time.monotonic() - start < budget:
+    while time.monotonic() - start < budget and (
+        config.epochs is None or len(history) < config.epochs
+    ):
         losses = []
         for _ in range(steps_per_epoch):
             elapsed = time.monotonic() - start
@@ -127,7 +147,7 @@ def train_student(
                 break
             for group in optimiser.param_groups:
                 group["lr"] = config.lr * 0.5 * (1.0 + math.cos(math.pi * elapsed / budget))
-            idx = rng.choice(len(images), config.batch_size, replace=False)
+            idx = rng.choice(len(images), min(config.batch_size, len(images)), replace=False)
             loss = distillation_loss(student(to_tensor(images[idx])), targets[idx])
             optimiser.zero_grad()
             torch.autograd.backward(loss)
@@ -141,6 +161,7 @@ def train_student(
 
 
 def export(graph: AnomalyGraph, path: Path, side: int) -> None:
+    """ONNX opset 18; batch, height and width dynamic (the runtime feeds windows and tiles)."""
     dummy = torch.zeros(1, 3, side, side)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
@@ -150,7 +171,10 @@ def export(graph: AnomalyGraph, path: Path, side: int) -> None:
             str(path),
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            dynamic_axes={
+                INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+                OUTPUT_NAME: {0: "batch", 2: "map_height", 3: "map_width"},
+            },
             opset_version=ONNX_OPSET,
             dynamo=False,
         )
@@ -168,13 +192,17 @@ def score_threshold(good: list[float]) -> float:
     """The largest good score plus ``SCORE_MARGIN`` of its distance to the median.
 
     Set from good tiles only, above every one of them: with only good data it never flags
-    all tiles, and it is fixed in the manifest, not adapted at run time.
+    all tiles, and it is fixed in the manifest, not adapted at run time. The distance counts
+    as at least ``MIN_SPREAD`` of the largest score, so that a few calibration tiles (one
+    frame of one tile) still leave a margin.
 
     >>> score_threshold([1.0, 2.0, 3.0])
     3.25
+    >>> score_threshold([4.0])
+    4.1
     """
     top, median = max(good), float(np.median(good))
-    return top + SCORE_MARGIN * (top - median)
+    return top + SCORE_MARGIN * max(top - median, MIN_SPREAD * top)
 
 
 def _manifest(screen: ScreenSpec, threshold: float, side: int, digest: str) -> Manifest:
@@ -204,10 +232,17 @@ def _manifest(screen: ScreenSpec, threshold: float, side: int, digest: str) -> M
 
 
 def run(config: TrainConfig) -> Manifest:
-    torch.set_num_threads(config.threads)
-    config.out.mkdir(parents=True, exist_ok=True)
+    """Train on generated good tiles, calibrate on generated good tiles of another seed."""
     t0 = time.monotonic()
     train = np.stack([downscale(t) for t in good_tiles(config.seed, config.train_tiles)])
+    training = train_anomaly(config, train, t0)
+    return calibrate(config, training)
+
+
+def train_anomaly(config: TrainConfig, train: U8Images, t0: float) -> dict[str, object]:
+    """Teacher features, student training and export of ``anomaly.onnx``; the training record."""
+    torch.set_num_threads(config.threads)
+    config.out.mkdir(parents=True, exist_ok=True)
     teacher = Teacher()
     raw = teacher_features(teacher, train)
     teacher.set_standardisation(
@@ -219,23 +254,35 @@ def run(config: TrainConfig) -> Manifest:
     side = TILE // DOWNSCALE
     onnx_path = config.out / MODEL_FILE
     export(AnomalyGraph(teacher, student).eval(), onnx_path, side)
-    training: dict[str, object] = {
+    return {
         "seed": config.seed,
-        "train_tiles": config.train_tiles,
+        "train_tiles": len(train),
         "epochs": len(history),
         "final_loss": round(history[-1], 5) if history else None,
         "seconds": round(time.monotonic() - t0, 1),
         "teacher": "efficientnet-lite0 ImageNet, stride 8, frozen",
     }
-    return calibrate(config, training)
 
 
-def calibrate(config: TrainConfig, training: dict[str, object]) -> Manifest:
-    """Set both thresholds on good calibration tiles with the exported graph; write manifest."""
+def calibrate(
+    config: TrainConfig,
+    training: dict[str, object],
+    tiles: list[U8Images] | None = None,
+    source: dict[str, object] | None = None,
+) -> Manifest:
+    """Set both thresholds on good calibration tiles with the exported graph; write manifest.
+
+    ``tiles`` are full-resolution good tiles (held-out frames' tiles); without them, generated
+    good tiles of the calibration seed. ``source`` describes where they came from.
+    """
     onnx_path = config.out / MODEL_FILE
     side = TILE // DOWNSCALE
     seed = config.seed + CALIBRATION_SEED_OFFSET
-    calibration = good_tiles(seed, config.calibration_tiles)
+    calibration = good_tiles(seed, config.calibration_tiles) if tiles is None else tiles
+    if source is None:
+        source = {"calibration_tiles": len(calibration), "calibration_seed": seed}
+    if len(calibration) < FEW_CALIBRATION_TILES:
+        log.warning("blue_film_few_calibration_tiles", tiles=len(calibration))
     screen, screen_scores = calibrate_screen(calibration)
     write_manifest(config.out, _manifest(screen, 1.0, side, sha256_file(onnx_path)))
     inspector = FilmInspector(config.out, TILE, TILE, threads=config.threads)
@@ -243,11 +290,7 @@ def calibrate(config: TrainConfig, training: dict[str, object]) -> Manifest:
     threshold = score_threshold(good)
     manifest = _manifest(screen, threshold, side, sha256_file(onnx_path)).model_copy(
         update={
-            "training": {
-                **training,
-                "calibration_tiles": config.calibration_tiles,
-                "calibration_seed": seed,
-            },
+            "training": {**training, **source},
             "metrics": {
                 "good_screen_max": max(screen_scores),
                 "good_score_max": round(max(good), 5),
@@ -260,13 +303,174 @@ def calibrate(config: TrainConfig, training: dict[str, object]) -> Manifest:
     return manifest
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+@dataclass(frozen=True)
+class FolderSplit:
+    """A blue_film folder: OK frames to train on, OK frames held out, NG frames with masks."""
+
+    train: tuple[Sample, ...]
+    held_out: tuple[Sample, ...]
+    masked: tuple[Sample, ...]
+
+
+def split_folder(data: Path, seed: int, holdout: float = HOLDOUT) -> FolderSplit:
+    """Read ``data`` and hold out ``holdout`` of its OK frames (at least one) for calibration."""
+    samples = read_labels(data, NAME)
+    ok = [s for s in samples if s.label == "OK"]
+    if len(ok) < 2:
+        msg = (
+            f"{data / 'labels.csv'}: {len(ok)} OK frame(s); the anomaly model needs at least 2, "
+            "one to train on and one held out to set the thresholds"
+        )
+        raise DataError(msg)
+    if not 0.0 < holdout < 1.0:
+        msg = f"held-out share must lie in (0, 1), got {holdout}"
+        raise ValueError(msg)
+    order = np.random.default_rng(seed).permutation(len(ok))
+    n_held = min(max(round(len(ok) * holdout), 1), len(ok) - 1)
+    held = tuple(ok[i] for i in sorted(order[:n_held]))
+    train = tuple(ok[i] for i in sorted(order[n_held:]))
+    masked = tuple(s for s in samples if s.label == "NG" and s.mask is not None)
+    return FolderSplit(train, held, masked)
+
+
+def _frame(sample: Sample) -> U8Images:
+    frame, _ = read_film(sample)
+    if min(frame.shape[:2]) < TILE:
+        msg = f"{sample.path}: frame {frame.shape[1]} x {frame.shape[0]} < {TILE} px on a side"
+        raise DataError(msg)
+    return frame
+
+
+def frame_tiles(samples: tuple[Sample, ...], n: int, seed: int) -> list[U8Images]:
+    """Up to ``n`` full-resolution ``TILE`` x ``TILE`` training tiles spread over the frames.
+
+    Each frame gives an equal share: its grid tiles (no overlap) in random order, then, when
+    the share is larger and the frame larger than a tile, windows at random offsets.
+    """
+    rng = np.random.default_rng(seed)
+    share = -(-n // len(samples))
+    tiles: list[U8Images] = []
+    for sample in samples:
+        frame = _frame(sample)
+        height, width = frame.shape[:2]
+        grid = [(t.y0, t.x0) for t in plan_tiles(height, width, TILE, 0)]
+        picked = [grid[i] for i in rng.permutation(len(grid))[:share]]
+        if len(picked) < share and (height, width) != (TILE, TILE):
+            picked += [
+                (int(rng.integers(0, height - TILE + 1)), int(rng.integers(0, width - TILE + 1)))
+                for _ in range(share - len(picked))
+            ]
+        tiles += [frame[y : y + TILE, x : x + TILE].copy() for y, x in picked]
+    return [tiles[i] for i in sorted(rng.permutation(len(tiles))[:n])]
+
+
+def held_out_tiles(samples: tuple[Sample, ...], n: int, seed: int) -> list[U8Images]:
+    """The runtime's tiles (``TILE``, ``OVERLAP``) of the held-out frames; ``n`` at random."""
+    tiles: list[U8Images] = []
+    for sample in samples:
+        frame = _frame(sample)
+        plan = plan_tiles(frame.shape[0], frame.shape[1], TILE, OVERLAP)
+        tiles += [frame[t.y0 : t.y1, t.x0 : t.x1].copy() for t in plan]
+    if len(tiles) <= n:
+        return tiles
+    keep = np.random.default_rng(seed).permutation(len(tiles))[:n]
+    return [tiles[i] for i in sorted(keep)]
+
+
+def _folder_record(data: Path, split: FolderSplit, tiles: int) -> dict[str, object]:
+    return {
+        "data": str(data),
+        "labels_sha256": sha256_file(data / "labels.csv"),
+        "train_frames": len(split.train),
+        "calibration_frames": len(split.held_out),
+        "calibration_tiles": tiles,
+        "calibration": "held-out OK frames, the runtime's tiles",
+    }
+
+
+def run_folder(  # noqa: PLR0913  (one argument per command-line option)
+    config: TrainConfig,
+    data: Path,
+    *,
+    holdout: float = HOLDOUT,
+    segment_minutes: float | None = None,
+    val: Path | None = None,
+    calibrate_only: bool = False,
+) -> Manifest:
+    """Train (or only calibrate) on a folder; then the segmentation network if it has masks."""
+    t0 = time.monotonic()
+    split = split_folder(data, config.seed, holdout)
+    masks = bool(split.masked) and not calibrate_only
+    anomaly_minutes = config.minutes
+    if masks and segment_minutes is None:
+        segment_minutes = config.minutes * SEGMENT_SHARE
+        anomaly_minutes = config.minutes - segment_minutes
+    anomaly_config = replace(config, minutes=anomaly_minutes)
+    if calibrate_only:
+        previous = json.loads((config.out / MANIFEST_NAME).read_text(encoding="utf-8"))
+        training = dict(previous.get("training", {}))
+        training.pop("segment", None)
+    else:
+        tiles = frame_tiles(split.train, config.train_tiles, config.seed)
+        train = np.stack([downscale(t) for t in tiles])
+        del tiles
+        training = train_anomaly(anomaly_config, train, t0)
+    calibration = held_out_tiles(split.held_out, config.calibration_tiles, config.seed)
+    source = _folder_record(data, split, len(calibration))
+    manifest = calibrate(anomaly_config, training, calibration, source)
+    if calibrate_only:
+        return _keep_segment(config.out, previous) or manifest
+    if not masks:
+        return manifest
+    from linevision.train import film_segment  # noqa: PLC0415
+
+    seg_config = film_segment.SegConfig(
+        minutes=segment_minutes if segment_minutes is not None else config.minutes,
+        epochs=config.epochs,
+        seed=config.seed,
+        threads=config.threads,
+    )
+    samples = (*split.masked, *split.train)
+    return film_segment.run(data, config.out, seg_config, val=val, samples=samples)
+
+
+def _keep_segment(out: Path, previous: dict[str, object]) -> Manifest | None:
+    """List the previous manifest's segmentation network again, if its file is unchanged."""
+    from linevision.train import film_segment  # noqa: PLC0415
+
+    files, sums = previous.get("files"), previous.get("sha256s")
+    if not isinstance(files, dict) or not isinstance(sums, dict) or "segment" not in files:
+        return None
+    if sha256_file(out / str(files["segment"])) != sums.get("segment"):
+        return None
+    training, metrics = previous.get("training"), previous.get("metrics")
+    seg_training = training.get("segment", {}) if isinstance(training, dict) else {}
+    seg_metrics = metrics.get("segment", {}) if isinstance(metrics, dict) else {}
+    return film_segment.register(out, dict(seg_training), dict(seg_metrics))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--data", type=Path, default=None, help="blue_film folder (default: generated tiles)"
+    )
     parser.add_argument("--out", type=Path, default=Path("models/blue_film"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-tiles", type=int, default=240)
     parser.add_argument("--calibration-tiles", type=int, default=160)
-    parser.add_argument("--minutes", type=float, default=6.0)
+    parser.add_argument("--minutes", type=float, default=6.0, help="training time budget")
+    parser.add_argument("--epochs", type=int, default=None, help="at most this many epochs")
+    parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads")
+    parser.add_argument(
+        "--holdout", type=float, default=HOLDOUT, help="share of OK frames held out (--data)"
+    )
+    parser.add_argument(
+        "--segment-minutes",
+        type=float,
+        default=None,
+        help="segmentation network's budget (--data with masks; default half of --minutes)",
+    )
+    parser.add_argument("--val", type=Path, default=None, help="held-out folder with masks")
     parser.add_argument(
         "--calibrate-only",
         action="store_true",
@@ -280,10 +484,24 @@ def main(argv: list[str] | None = None) -> int:
         train_tiles=args.train_tiles,
         calibration_tiles=args.calibration_tiles,
         minutes=args.minutes,
+        threads=args.threads,
+        epochs=args.epochs,
     )
-    if args.calibrate_only:
+    if args.data is not None:
+        run_folder(
+            config,
+            args.data,
+            holdout=args.holdout,
+            segment_minutes=args.segment_minutes,
+            val=args.val,
+            calibrate_only=args.calibrate_only,
+        )
+    elif args.calibrate_only:
         previous = json.loads((args.out / MANIFEST_NAME).read_text(encoding="utf-8"))
-        calibrate(config, dict(previous.get("training", {})))
+        training = dict(previous.get("training", {}))
+        training.pop("segment", None)
+        calibrate(config, training)
+        _keep_segment(args.out, previous)
     else:
         run(config)
     return 0

@@ -22,10 +22,9 @@ TRAINERS: Final[dict[str, str]] = {
     "pole_piece": "linevision.train.pole_piece_resnet",
     "seal_edge": "linevision.train.seal_edge",
     "six_view": "linevision.train.six_view",
+    "blue_film": "linevision.train.blue_film",
 }
-NOT_AVAILABLE: Final[dict[str, str]] = {
-    "blue_film": "training blue_film from `linevision train` is not available yet",
-}
+NOT_AVAILABLE: Final[dict[str, str]] = {}
 STATIONS: Final = (*TRAINERS, *NOT_AVAILABLE)
 
 

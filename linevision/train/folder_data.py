@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from linevision.synth.contract import DataError, read_labels
+from linevision.synth.contract import DataError, Sample, read_labels
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -109,3 +109,23 @@ def stratified_split(
         held.append(members[:n_held])
         kept.append(members[n_held:])
     return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
+
+
+def read_film(sample: Sample) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8] | None]:
+    """A blue-film frame as BGR (gray on three channels) and its 0/1 mask, or None.
+
+    The mask is None when the row names none (OK frames, NG frames whose defects are not
+    outlined); a BGR mask counts its gray value; a mask of another size is a ``DataError``.
+    """
+    frame = read_image(sample.path)
+    if frame.ndim == 2:
+        frame = np.asarray(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR), dtype=np.uint8)
+    if sample.mask is None:
+        return frame, None
+    mask = read_image(sample.mask)
+    if mask.ndim == 3:
+        mask = np.asarray(cv2.cvtColor(mask, cv2.COLOR_BGR2GRAY), dtype=np.uint8)
+    if mask.shape != frame.shape[:2]:
+        msg = f"{sample.mask}: mask {mask.shape[::-1]} does not match frame {frame.shape[1::-1]}"
+        raise DataError(msg)
+    return frame, (mask > 0).astype(np.uint8)
