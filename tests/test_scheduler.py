@@ -314,3 +314,26 @@ def test_a_burst_sheds_work_that_cannot_meet_its_deadline_and_then_keeps_up():
     finally:
         worker.stop()
         arb.stop()
+
+
+def test_after_eight_cells_shed_in_a_row_the_next_job_runs_to_measure_again():
+    pub = Collector()
+    arb = CellArbiter(pub)
+    arb.start()
+    worker = StationWorker(SlowStation(0.04), arb, deadline_ms=100, queue_size=32, model=None)
+    worker.start()
+    try:
+        for c in range(1, 6):
+            worker.submit(_frame(c))
+            assert pub.wait(c, 2.0)[-1].decision.reason is None
+        for c in range(6, 18):
+            worker.submit(_frame(c))
+        got = pub.wait(17, 5.0)
+        assert len(got) == 17
+    finally:
+        worker.stop()
+        arb.stop()
+    # two cells of the burst fit, eight are shed, then one runs although it cannot make it
+    assert worker.counters["shed"] == 8
+    assert worker.counters["inspected"] == 5 + 2 + 1
+    assert {v.decision.reason for v in got[5:]} <= {None, "overload", "timeout"}
