@@ -93,5 +93,14 @@ models-six-view: $(VENV)/.installed-train
 .PHONY: models-blue-film
 models-blue-film: $(VENV)/.installed-train
 	$(BIN)/python -m linevision.train.blue_film --out models/blue_film --seed 0 --minutes 6.5
+	$(BIN)/linevision synth --station blue_film --out $(MODEL_DATA)/film_seg/train --n 400 \
+		--seed 3 --ng-fraction 0.75 --width 1024 --height 1024
+	$(BIN)/linevision synth --station blue_film --out $(MODEL_DATA)/film_seg/val --n 40 \
+		--seed 8100 --width 2048 --height 2048
+	$(BIN)/python -m linevision.train.film_segment --data $(MODEL_DATA)/film_seg/train \
+		--out build/models/blue_film_seg --base models/blue_film --val $(MODEL_DATA)/film_seg/val \
+		--minutes 8 --seed 0 --threads 1
+	$(BIN)/python -m linevision.train.film_segment --out models/blue_film \
+		--adopt build/models/blue_film_seg
 	$(BIN)/python -m linevision.train.blue_film_eval --model models/blue_film --seed 8000 \
 		--tiles 60 --frames 16 --out artifacts/blue_film_eval.json
