@@ -10,6 +10,19 @@ from linevision.bus import VerdictMessage, subscribe
 from linevision.config import Config
 from linevision.service import Service
 
+EVAL_KEYS = (
+    "n",
+    "accuracy",
+    "macro_f1",
+    "per_class",
+    "confusion",
+    "auroc",
+    "ng_recall",
+    "ok_false_reject",
+    "latency_ms",
+)
+"""The keys every ``linevision eval --json`` report has (the models issue's contract)."""
+
 
 def free_tcp_endpoint() -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -19,23 +19,11 @@ from linevision.inference.blue_film import FilmInspector
 from linevision.inference.film_segment import SEGMENT_FILE, defect_window
 from linevision.synth import blue_film as synth
 from linevision.synth.contract import read_labels
+from tests.helpers import EVAL_KEYS
 
 BASE = Path(__file__).resolve().parents[1] / "models" / "blue_film"
 SIDE = 1024
-KEYS = (
-    "n",
-    "accuracy",
-    "macro_f1",
-    "per_class",
-    "confusion",
-    "auroc",
-    "ng_recall",
-    "ok_false_reject",
-    "latency_ms",
-    "pixel_iou",
-    "pixel_iou_map",
-    "mask_frames",
-)
+KEYS = (*EVAL_KEYS, "pixel_iou", "pixel_iou_map", "mask_frames")
 
 
 @pytest.fixture(scope="module")

@@ -9,19 +9,10 @@ import pytest
 
 from linevision.cli import main
 from linevision.synth import pole_piece
+from tests.helpers import EVAL_KEYS
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "pole_piece"
-KEYS = (
-    "n",
-    "accuracy",
-    "macro_f1",
-    "per_class",
-    "confusion",
-    "auroc",
-    "ng_recall",
-    "ok_false_reject",
-    "latency_ms",
-)
+KEYS = EVAL_KEYS
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from linevision import evaluate
+from tests.helpers import EVAL_KEYS
 
 LABELS = np.array([0, 0, 0, 1, 1, 2])
 PREDICTED = np.array([0, 0, 1, 1, 2, 2])
@@ -85,17 +86,7 @@ def test_report_has_every_key_of_eval_json() -> None:
         ng_scores=np.array([0.1, 0.2, 0.7, 0.8, 0.9, 0.95]),
         latencies_ms=[1.0] * 6,
     )
-    for key in (
-        "n",
-        "accuracy",
-        "macro_f1",
-        "per_class",
-        "confusion",
-        "auroc",
-        "ng_recall",
-        "ok_false_reject",
-        "latency_ms",
-    ):
+    for key in EVAL_KEYS:
         assert key in report
     assert report["n"] == 6
     assert report["ng_recall"] == 1.0
