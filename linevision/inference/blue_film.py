@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from linevision.inference.film_segment import SEGMENT_ROLE, FilmSegmenter, defect_window
 from linevision.inference.manifest import Manifest, ModelFileError, ScreenSpec, load_manifest
 from linevision.log import get_logger
 from linevision.tiling import Tile, plan_tiles
@@ -39,6 +40,9 @@ TileKey = tuple[int, int]
 DEFECT_KIND: Final = "film_anomaly"
 THUMBNAIL: Final = 8
 """The frame's reduced copy (for the archive and the HMI) has one pixel per 8 x 8."""
+SEGMENT_CROP: Final = 128
+"""Side of the full-resolution crop the segmentation network sees around a defect."""
+SEGMENT_COLOUR: Final = (0, 0, 255)
 HEIGHT: Final = 18000
 WIDTH: Final = 4000
 
@@ -214,6 +218,9 @@ class FilmResult:
     tile_scores: dict[TileKey, float]
     windows: int
     thumbnail: U8Image
+    segments: tuple[tuple[int, int, U8Image], ...]
+    """Full-resolution defect masks: (y0, x0, mask 0/255) per crop, in frame pixels."""
+    segment_ms: float
     screen_ms: float
     anomaly_ms: float
     finish_ms: float
@@ -286,6 +293,11 @@ class FilmInspector:
             (height // THUMBNAIL, width // THUMBNAIL, 3), dtype=np.uint8
         )
         self._thumb_rows = 0
+        self._segmenter = (
+            FilmSegmenter(model_dir, threads=threads) if SEGMENT_ROLE in manifest.files else None
+        )
+        self._segments: list[tuple[int, int, U8Image]] = []
+        self._segment_s = 0.0
         size = (manifest.input.width, manifest.input.height)
         self._resized: U8Image = np.zeros((size[1], size[0], 3), dtype=np.uint8)
         self._input: F32Array = np.zeros((1, 3, size[1], size[0]), dtype=np.float32)
@@ -310,6 +322,8 @@ class FilmInspector:
         """Start a new frame in the same buffer."""
         self._lines = 0
         self._thumb_rows = 0
+        self._segments = []
+        self._segment_s = 0.0
         self._screened_rows = 0
         self._windows = []
         self._waiting = []
@@ -395,6 +409,41 @@ class FilmInspector:
             w.keep_y0 - w.cy0 : w.keep_y1 - w.cy0, w.keep_x0 - w.cx0 : w.keep_x1 - w.cx0
         ]
         np.maximum(self._map[ky, kx], kept, out=self._map[ky, kx])
+        if self._segmenter is not None:
+            self._segment(w, kept)
+
+    def _segment(self, w: Window, kept: F32Array) -> None:
+        """Full-resolution masks (seed 003's network) around the window's defects."""
+        assert self._segmenter is not None
+        hot = np.asarray(kept > self.spec.score_threshold, dtype=np.uint8)
+        if not hot.any():
+            return
+        t0 = time.perf_counter()
+        stride = self.spec.map_stride
+        count, _, stats, _ = cv2.connectedComponentsWithStats(hot, connectivity=8)
+        shape = (self._lines, self.buffer.shape[1])
+        for i in range(1, count):
+            cx, cy, cw, ch = (int(v) for v in stats[i, :4])
+            box = Defect(
+                DEFECT_KIND,
+                0.0,
+                (w.keep_x0 + cx) * stride,
+                (w.keep_y0 + cy) * stride,
+                cw * stride,
+                ch * stride,
+            )
+            y0, y1, x0, x1 = defect_window(box, shape, SEGMENT_CROP)
+            mask = self._segmenter.mask(self.buffer[y0:y1, x0:x1])
+            self._segments.append((y0, x0, mask))
+        self._segment_s += time.perf_counter() - t0
+
+    def _painted_thumbnail(self) -> U8Image:
+        """The thumbnail with every segmented defect pixel painted."""
+        out = self._thumb.copy()
+        for y0, x0, mask in self._segments:
+            ys, xs = np.nonzero(mask)
+            out[(y0 + ys) // THUMBNAIL, (x0 + xs) // THUMBNAIL] = SEGMENT_COLOUR
+        return out
 
     def _anomaly(self, tile: U8Image) -> F32Array:
         size = (self._resized.shape[1], self._resized.shape[0])
@@ -430,7 +479,7 @@ class FilmInspector:
         anomaly = self._map.copy()
         defects = defects_from_map(anomaly, threshold, self.spec.map_stride, (height, width))
         best = float(anomaly.max())
-        infer_ms = (self._screen_s + self._anomaly_s) * 1e3
+        infer_ms = (self._screen_s + self._anomaly_s + self._segment_s) * 1e3
         if not complete:
             detail = f"frame incomplete: {self._lines} of {height} lines"
             decision = Decision.fault("bad_frame", detail, self.ref)
@@ -445,7 +494,9 @@ class FilmInspector:
             screen_scores=screen_scores,
             tile_scores=tile_scores,
             windows=len(self._windows),
-            thumbnail=self._thumb.copy(),
+            thumbnail=self._painted_thumbnail(),
+            segments=tuple(self._segments),
+            segment_ms=self._segment_s * 1e3,
             screen_ms=self._screen_s * 1e3,
             anomaly_ms=self._anomaly_s * 1e3,
             finish_ms=(time.perf_counter() - t0) * 1e3,

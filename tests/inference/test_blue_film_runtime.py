@@ -91,6 +91,7 @@ def test_good_frames_are_ok(inspector: FilmInspector) -> None:
         result = _stream(inspector, frame.image, 512)
         assert result.decision.verdict == "OK", result.tile_scores
         assert result.decision.defects == ()
+        assert result.segments == ()
 
 
 def test_smallest_defects_are_located(inspector: FilmInspector) -> None:
@@ -100,6 +101,12 @@ def test_smallest_defects_are_located(inspector: FilmInspector) -> None:
     assert result.decision.verdict == "NG"
     assert result.decision.reason == "defect"
     _assert_located(result, mask)
+    # seed 003's segmentation network marks the defects' own pixels at full resolution
+    marked = np.zeros(mask.shape, bool)
+    for y0, x0, m in result.segments:
+        marked[y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]] |= m > 0
+    truth = mask > 0
+    assert (marked & truth).sum() / (marked | truth).sum() > 0.5
 
 
 def test_generated_ng_frame_is_located(inspector: FilmInspector) -> None:
