@@ -65,10 +65,10 @@ def test_manifest_describes_the_model(shipped) -> None:
     assert manifest.input.color == "gray"
     assert (manifest.input.height, manifest.input.width) == (224, 224)
     assert manifest.sha256 == sha256_file(onnx_path)
-    assert onnx_path.stat().st_size < 2 * 1024 * 1024
+    assert sum(f.stat().st_size for f in MODEL_DIR.iterdir()) <= 25 * 2**20
     assert [i.name for i in session.get_inputs()] == [manifest.input.name]
     assert [o.name for o in session.get_outputs()] == [manifest.output]
-    assert float(manifest.metrics["accuracy"]) >= 0.9
+    assert float(manifest.metrics["macro_f1"]) >= 0.97
 
 
 def test_batch_axis_is_dynamic(shipped) -> None:
@@ -87,10 +87,10 @@ def test_accuracy_on_fresh_generated_crops(shipped) -> None:
     images, labels = pp.generate_batch(PER_CLASS, seed=TEST_SEED)
     predicted = _predict(manifest, session, images)
     accuracy = float(np.mean(predicted == labels))
-    assert accuracy >= 0.9, f"accuracy {accuracy:.3f}"
+    assert accuracy >= 0.97, f"accuracy {accuracy:.3f}"
     for k, name in enumerate(manifest.classes):
         recall = float(np.mean(predicted[labels == k] == k))
-        assert recall >= 0.75, f"{name} recall {recall:.3f}"
+        assert recall >= 0.9, f"{name} recall {recall:.3f}"
 
 
 def test_tampered_model_file_is_refused(tmp_path) -> None:
