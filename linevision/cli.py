@@ -325,6 +325,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             film_size=film,
             baseline_cells=args.baseline_cells,
             six_view_stagger_ms=args.six_view_stagger_ms,
+            workers=args.workers,
         )
     except ValueError as exc:
         print(f"linevision bench: {exc}", file=sys.stderr)
@@ -408,6 +409,9 @@ def _add_tool_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         type=float,
         default=30.0,
         help="six_view camera k sees the cell k times this after camera 1 (0: all at once)",
+    )
+    bench.add_argument(
+        "--workers", type=int, default=None, help="inference pool threads (default: config's)"
     )
     bench.add_argument("--duration", type=float, default=30.0, help="measured seconds")
     bench.add_argument("--models", type=Path, default=None, help="root of model folders")
