@@ -3,8 +3,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from linevision.config import ConfigError, is_loopback_endpoint, parse_config
+from linevision.config import Config, ConfigError, is_loopback_endpoint, parse_config
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "deploy" / "config.example.yaml"
 
@@ -147,3 +148,31 @@ def test_run_refuses_invalid_config(tmp_path):
     res = _cli("run", "--config", str(bad))
     assert res.returncode == 2
     assert "stations.0.deadline_ms: Input should be greater than 0" in res.stderr
+
+
+def _film_config(**camera: object) -> dict[str, object]:
+    cam: dict[str, object] = {
+        "id": "film",
+        "backend": "pylon",
+        "pixel_format": "BGR8",
+        "roi": {"width": 4000, "height": 500},
+        "line_scan": {"strips_per_cell": 36},
+        **camera,
+    }
+    return {
+        "cameras": [cam],
+        "stations": [{"name": "film", "type": "blue_film", "cameras": ["film"], "model": "m"}],
+    }
+
+
+def test_a_blue_film_station_needs_a_bgr_line_scan_camera():
+    assert Config.model_validate(_film_config()).stations[0].type == "blue_film"
+    with pytest.raises(ValidationError, match="needs line_scan and pixel_format BGR8"):
+        Config.model_validate(_film_config(pixel_format="Mono8"))
+    with pytest.raises(ValidationError, match="needs line_scan and pixel_format BGR8"):
+        Config.model_validate(_film_config(line_scan=None))
+    two = _film_config()
+    two["cameras"] = [*two["cameras"], {"id": "b", "backend": "replay", "path": "x"}]  # type: ignore[misc]
+    two["stations"][0]["cameras"] = ["film", "b"]  # type: ignore[index]
+    with pytest.raises(ValidationError, match="one line-scan camera"):
+        Config.model_validate(two)
