@@ -402,7 +402,7 @@ def _add_tool_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     bench.add_argument("--film-width", type=int, default=4000, help="blue_film frame width")
     bench.add_argument("--film-lines", type=int, default=18000, help="blue_film frame lines")
-    bench.add_argument("--strip-lines", type=int, default=500, help="lines per line-scan strip")
+    bench.add_argument("--strip-lines", type=int, default=1000, help="lines per line-scan strip")
     bench.add_argument("--baseline-cells", type=int, default=20, help="cells in the baseline")
     bench.add_argument(
         "--six-view-stagger-ms",

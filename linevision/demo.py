@@ -2,7 +2,7 @@
 
 ``linevision run`` without a configuration starts it: pole_piece (one camera, 20 images/s),
 seal_edge (one camera, 4 cells/s), six_view (six cameras, 2 cells/s) and blue_film (one
-line-scan camera, 4000 x 18000 BGR frames in strips of 500 lines at 40,000 lines/s, one
+line-scan camera, 4000 x 18000 BGR frames in strips of 1000 lines at 40,000 lines/s, one
 frame/s), each on an emulated Basler camera in file mode, with software triggers on one grid.
 The images are generated once into the cache folder (about 0.5 GB, most of it film strips).
 """
@@ -103,7 +103,7 @@ SIX_VIEW_STAGGER_MS = 30.0
 class FilmSize:
     width: int = blue_film.WIDTH
     lines: int = blue_film.HEIGHT
-    strip_lines: int = 500
+    strip_lines: int = 1000
 
     @property
     def strips(self) -> int:

@@ -7,9 +7,9 @@ has the earliest deadline, so a short job of a tight-deadline station is not lef
 behind a queue of line-scan strips. Jobs run to the end (no pre-emption); stations keep
 them short (one image, one view, one strip).
 
-A lane is FIFO, and its urgency is the *earliest* deadline in it rather than its head's: the
-last strip of a line-scan frame carries the frame's real deadline, and the strips queued
-before it must run first to reach it.
+A lane is FIFO, and its urgency is the *earliest* deadline in it rather than its head's: a
+job that must finish soon lifts the lane, and the jobs queued before it in that lane (the
+earlier strips of a line-scan frame) run first, as they must to reach it.
 
 Thread count: ``workers`` threads run jobs; with onnxruntime sessions of one intra-op
 thread each, ``workers`` = the number of cores keeps every core busy without oversubscribing

@@ -374,11 +374,15 @@ class StationWorker:
         deadline = self.arbiter.deadline_of(name, item.cell_id)
         if deadline is None:
             return
+        # a view or strip is due deadline_ms after it arrived, even when its cell may wait
+        # longer for the rest: done at the pace they come, only the last one's work is left
+        # when the cell completes (and no backlog of earlier strips stands before it)
+        due = min(deadline, item.t_mono_ns + int(self.deadline_ms * 1e6))
 
         def job() -> None:
             self._run(item, station)
 
-        if not self.executor.submit(self._lane, deadline, job):
+        if not self.executor.submit(self._lane, due, job):
             self.counters["dropped"] += 1
             log.warning("queue_full", station=name, cell_id=item.cell_id)
             self.arbiter.resolve(

@@ -39,7 +39,7 @@ TileKey = tuple[int, int]
 
 DEFECT_KIND: Final = "film_anomaly"
 THUMBNAIL: Final = 8
-"""The frame's reduced copy (for the archive and the HMI) has one pixel per 8 x 8."""
+"""The frame's reduced copy (for the archive and the HMI) has one pixel per 8 x 8 (bilinear)."""
 SEGMENT_CROP: Final = 128
 """Side of the full-resolution crop the segmentation network sees around a defect."""
 SEGMENT_COLOUR: Final = (0, 0, 255)
@@ -348,14 +348,15 @@ class FilmInspector:
         self._advance()
 
     def _shrink(self) -> None:
-        """Reduce the lines that complete a row of the thumbnail (INTER_AREA, /8)."""
+        """Reduce the lines that complete a row of the thumbnail (/8, bilinear: 0.1 ms a strip
+        where INTER_AREA takes 1.6 ms; defects are painted and boxed on it anyway)."""
         rows = self._lines // THUMBNAIL
         if rows <= self._thumb_rows:
             return
         y0, y1 = self._thumb_rows * THUMBNAIL, rows * THUMBNAIL
         out = self._thumb[self._thumb_rows : rows]
         size = (out.shape[1], out.shape[0])
-        cv2.resize(self.buffer[y0:y1], size, dst=out, interpolation=cv2.INTER_AREA)
+        cv2.resize(self.buffer[y0:y1], size, dst=out, interpolation=cv2.INTER_LINEAR)
         self._thumb_rows = rows
 
     def _advance(self) -> None:
@@ -515,13 +516,19 @@ class FilmInspector:
         return result
 
     def warm_up(self) -> float:
-        """Run both stages once on the (blank) buffer; returns the ms it took."""
+        """Touch every page of the frame buffer and run both stages once on it (blank);
+        returns the ms it took. A fresh buffer would otherwise fault its pages in during the
+        first frame (~216 MB)."""
         t0 = time.perf_counter()
+        self.buffer.fill(0)
+        self._thumb.fill(0)
         self.reset()
         stride = self.spec.map_stride
         self._lines = self.buffer.shape[0]
         self._screen_band(0, min(self.spec.roi, self._lines) // stride * stride)
         self._score_window(window_at(0, 0, self.spec.roi // stride, 0, self._cells.shape))
+        if self._segmenter is not None:
+            self._segmenter.mask(self.buffer[:SEGMENT_CROP, :SEGMENT_CROP])
         self.reset()
         return (time.perf_counter() - t0) * 1e3
 

@@ -70,7 +70,10 @@ def _build_blue_film(
     strips = camera.line_scan.strips_per_cell
     height, width = camera.roi.height * strips, camera.roi.width
     t0 = time.perf_counter()
-    inspector = FilmInspector(model_dir, height, width, threads=options.intra_op_threads)
+    # the second stage runs on few windows, but those of the last band are on the critical
+    # path after the last line: its sessions may use two threads
+    threads = max(2, options.intra_op_threads)
+    inspector = FilmInspector(model_dir, height, width, threads=threads)
     load_ms = (time.perf_counter() - t0) * 1000.0
     warm_ms = inspector.warm_up()
     cell_ms = strips * camera.strip_period_s() * 1000.0
