@@ -16,6 +16,7 @@ from linevision.delivery import Delivery
 from linevision.executor import EdfExecutor
 from linevision.inference.session import SessionOptions
 from linevision.log import get_logger
+from linevision.memory import keep_large_buffers
 from linevision.scheduler import CellArbiter, StationWorker
 from linevision.stations import build_station
 from linevision.types import Frame, FrameFault, Verdict
@@ -79,6 +80,7 @@ class Service:
         Models are loaded first so a bad model folder stops the start before any camera
         or socket is opened.
         """
+        keep_large_buffers()
         for sc in self.config.stations:
             self.stations[sc.name] = self._build_station(sc)
         self.delivery = Delivery.open(self.config)
