@@ -7,9 +7,9 @@ several threads allocating frame-sized arrays (camera copies, strips, screen pla
 allocations end up mapping fresh pages that fault in again (a 12 MB strip: ~3,000 page
 faults), which in the busy daemon costs more than the copy itself. With a threshold above the
 largest frame and no trimming below 1 GB, freed frames are reused from the heap
-(`tests/test_memory.py`: 2 threads, 12 MB arrays, page faults cut by more than half).
-Measured with ``linevision bench`` (all four stations, one 60 s run each): CPU 65 -> 57 % of a
-core, seal_edge p99 31.2 -> 28.4 ms, six_view 12.4 -> 10.1 ms.
+(`tests/test_memory.py`: 2 threads, 12 MB arrays, page faults cut by more than half). In
+``linevision bench`` the effect on latency is within the spread between runs (three 60 s runs:
+docs/performance.md).
 """
 
 from __future__ import annotations
