@@ -159,12 +159,20 @@ def film_frames(size: FilmSize, seed: int = DEMO_SEED) -> list[blue_film.FilmIma
     return [good, bad]
 
 
+def write_strips(folder: Path, frames: list[blue_film.FilmImage], strip_lines: int) -> None:
+    """Each frame as BMP strips of ``strip_lines`` lines, named so that name order is frame
+    order, then strip order (the emulator serves a folder's files in name order)."""
+    for c, frame in enumerate(frames):
+        for s in range(frame.image.shape[0] // strip_lines):
+            strip = frame.image[s * strip_lines : (s + 1) * strip_lines]
+            if not cv2.imwrite(str(folder / f"{c:03d}_{s:03d}.bmp"), strip):
+                msg = f"cannot write {folder}"
+                raise OSError(msg)
+
+
 def _film_writer(size: FilmSize) -> Callable[[Path], None]:
     def write(folder: Path) -> None:
-        for c, frame in enumerate(film_frames(size)):
-            for s in range(size.strips):
-                strip = frame.image[s * size.strip_lines : (s + 1) * size.strip_lines]
-                cv2.imwrite(str(folder / f"{c:02d}_{s:03d}.bmp"), strip)
+        write_strips(folder, film_frames(size), size.strip_lines)
 
     return write
 

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from linevision import demo
 from linevision.config import Config
 from linevision.inference.blue_film import FilmInspector
 from linevision.inference.classifier import PreprocessError
@@ -36,14 +37,6 @@ def _frames(seed: int) -> list[synth.FilmImage]:
         np.random.default_rng([seed, 1]), ("white", "break"), width=WIDTH, height=HEIGHT
     )
     return [good, bad]
-
-
-def _write_strips(folder: Path, frames: list[synth.FilmImage]) -> None:
-    folder.mkdir()
-    for c, frame in enumerate(frames):
-        for s in range(STRIPS):
-            strip = frame.image[s * LINES : (s + 1) * LINES]
-            assert cv2.imwrite(str(folder / f"{c:02d}_{s:02d}.bmp"), strip)
 
 
 def _config(strips: Path) -> Config:
@@ -83,7 +76,8 @@ def _config(strips: Path) -> Config:
 
 def test_line_scan_frames_are_inspected_strip_by_strip(tmp_path: Path) -> None:
     frames = _frames(4242)
-    _write_strips(tmp_path / "strips", frames)
+    (tmp_path / "strips").mkdir()
+    demo.write_strips(tmp_path / "strips", frames, LINES)
     got, service = run_service_and_collect(_config(tmp_path / "strips"), 6, MODELS, 30.0)
     assert len(got) == 6
     cells = [m.cell_id for m in got]
