@@ -4,41 +4,52 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
-from linevision.executor import EdfExecutor
+from linevision.executor import EdfExecutor, Lane
 
 
-def _gate_job(started: threading.Event, release: threading.Event):
-    def job() -> None:
+def _order_after_a_busy_job(
+    pool: EdfExecutor, busy: Lane, queue: Callable[[list[str]], None], count: int
+) -> list[str]:
+    """Hold the pool's only thread with a job on ``busy``, let ``queue`` submit jobs that
+    append to the returned list, release the thread and wait for ``count`` of them."""
+    order: list[str] = []
+    started, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
         started.set()
         assert release.wait(5.0)
 
-    return job
+    assert pool.submit(busy, 0, hold)
+    pool.start()
+    try:
+        assert started.wait(2.0)
+        queue(order)
+        release.set()
+        deadline = time.monotonic() + 2.0
+        while len(order) < count and time.monotonic() < deadline:
+            time.sleep(0.005)
+    finally:
+        pool.stop()
+    return order
 
 
 def test_earliest_deadline_runs_first_across_lanes() -> None:
     pool = EdfExecutor(1)
     film = pool.lane("film", capacity=8, concurrency=1)
     pole = pool.lane("pole", capacity=8, concurrency=1)
-    order: list[str] = []
-    started, release = threading.Event(), threading.Event()
-    assert pool.submit(film, 0, _gate_job(started, release))
-    pool.start()
-    try:
-        assert started.wait(2.0)
+
+    def queue(order: list[str]) -> None:
         # queued while the only thread is busy: film strips with far deadlines, then a
         # pole-piece image with a near one
         for i in range(3):
             assert pool.submit(film, 1_000 + i, lambda i=i: order.append(f"film{i}"))
         assert pool.submit(pole, 500, lambda: order.append("pole"))
-        release.set()
-        deadline = time.monotonic() + 2.0
-        while len(order) < 4 and time.monotonic() < deadline:
-            time.sleep(0.005)
-    finally:
-        pool.stop()
+
+    order = _order_after_a_busy_job(pool, film, queue, 4)
     assert order == ["pole", "film0", "film1", "film2"]
 
 
@@ -46,21 +57,13 @@ def test_a_lane_is_fifo_and_as_urgent_as_its_most_urgent_job() -> None:
     pool = EdfExecutor(1)
     film = pool.lane("film", capacity=8, concurrency=1)
     six = pool.lane("six", capacity=8, concurrency=1)
-    order: list[str] = []
-    started, release = threading.Event(), threading.Event()
-    assert pool.submit(six, 0, _gate_job(started, release))
-    pool.start()
-    try:
-        assert started.wait(2.0)
+
+    def queue(order: list[str]) -> None:
         assert pool.submit(film, 900, lambda: order.append("strip"))
         assert pool.submit(film, 100, lambda: order.append("last strip"))
         assert pool.submit(six, 300, lambda: order.append("view"))
-        release.set()
-        deadline = time.monotonic() + 2.0
-        while len(order) < 3 and time.monotonic() < deadline:
-            time.sleep(0.005)
-    finally:
-        pool.stop()
+
+    order = _order_after_a_busy_job(pool, six, queue, 3)
     # the film lane's last strip (deadline 100) makes the lane the most urgent, but the
     # strip queued before it runs first
     assert order == ["strip", "last strip", "view"]
