@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 import pytest
 
 from linevision.inference.blue_film import (
@@ -21,7 +22,12 @@ from linevision.inference.blue_film import (
     max_stitch,
     scaled_plan,
 )
-from linevision.inference.manifest import ModelFileError, load_manifest
+from linevision.inference.manifest import (
+    ModelFileError,
+    load_manifest,
+    sha256_file,
+    write_manifest,
+)
 from linevision.synth import blue_film as synth
 from linevision.tiling import plan_tiles
 
@@ -189,3 +195,26 @@ def test_torch_networks_match_and_threshold_stays_above_good() -> None:
     assert float(distillation_loss(y, y)) == pytest.approx(0.0, abs=1e-5)
     good = [0.5, 0.7, 0.9, 1.1]
     assert score_threshold(good) > max(good)
+
+
+def test_a_frame_smaller_than_the_second_stage_window_is_refused() -> None:
+    with pytest.raises(FrameSizeError, match="smaller than the 512 px second-stage window"):
+        FilmInspector(MODEL_DIR, 256, 2048)
+
+
+def test_a_graph_with_a_fixed_input_size_is_refused(tmp_path: Path) -> None:
+    manifest, onnx_path = load_manifest(MODEL_DIR)
+    folder = tmp_path / "blue_film"
+    folder.mkdir()
+    graph = onnx.load(str(onnx_path))
+    for d in (2, 3):
+        graph.graph.input[0].type.tensor_type.shape.dim[d].dim_value = 512
+    onnx.save(graph, str(folder / onnx_path.name))
+    for name in manifest.files.values():
+        shutil.copy(MODEL_DIR / name, folder / name)
+    write_manifest(
+        folder, manifest.model_copy(update={"sha256": sha256_file(folder / onnx_path.name)})
+    )
+    # the windows' 256 px input does not fit a graph exported for whole 512 px tiles only
+    with pytest.raises(ModelFileError, match="input fixed at 512 px"):
+        FilmInspector(folder, HEIGHT, WIDTH)
