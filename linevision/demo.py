@@ -43,24 +43,15 @@ def find_models_root() -> Path:
 
 def ensure_pole_piece_images(folder: Path, count: int = DEMO_IMAGES, seed: int = DEMO_SEED) -> Path:
     """Write ``count`` generated images (mixed classes, mostly Normal) once; reuse after."""
-    folder.mkdir(parents=True, exist_ok=True)
-    # the emulator serves every file in the folder, so the marker lives beside it
-    marker = folder.parent / f".{folder.name}-complete-{count}-{seed}"
-    if marker.exists():
-        return folder
-    for old in folder.iterdir():
-        if old.is_file():
-            old.unlink()
-    rng = np.random.default_rng(seed)
-    weights = np.array([0.6, 0.1, 0.1, 0.1, 0.1])
-    for i in range(count):
-        label = pole_piece.CLASSES[int(rng.choice(len(pole_piece.CLASSES), p=weights))]
-        img = pole_piece.generate(label, rng)
-        tmp = folder / f".{i:04d}_{label}.tmp.png"
-        cv2.imwrite(str(tmp), img)
-        tmp.replace(folder / f"{i:04d}_{label}.png")
-    marker.touch()
-    return folder
+
+    def write(out: Path) -> None:
+        rng = np.random.default_rng(seed)
+        weights = np.array([0.6, 0.1, 0.1, 0.1, 0.1])
+        for i in range(count):
+            label = pole_piece.CLASSES[int(rng.choice(len(pole_piece.CLASSES), p=weights))]
+            cv2.imwrite(str(out / f"{i:04d}_{label}.png"), pole_piece.generate(label, rng))
+
+    return _once(folder, f"{count}-{seed}", write)
 
 
 def demo_config(images: Path, rate_hz: float = 20.0) -> Config:
@@ -124,7 +115,11 @@ class DemoData:
 
 
 def _once(folder: Path, key: str, build: Callable[[Path], None]) -> Path:
-    """Run ``build(folder)`` unless a marker for ``key`` says it completed before."""
+    """Run ``build(folder)`` unless a marker for ``key`` says it completed before.
+
+    The marker lives beside the folder (the emulator serves every file inside it); an
+    interrupted build leaves no marker and is redone from an empty folder.
+    """
     marker = folder.parent / f".{folder.name}-complete-{key}"
     if not marker.exists():
         if folder.exists():
