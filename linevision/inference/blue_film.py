@@ -38,6 +38,11 @@ F32Array = npt.NDArray[np.float32]
 TileKey = tuple[int, int]
 
 DEFECT_KIND: Final = "film_anomaly"
+SEGMENT_KIND: Final = "film_segment"
+"""A defect the screen flagged and the segmentation network marked, below the map's threshold."""
+SEGMENT_MIN_PX: Final = 6
+"""Pixels the segmentation network must mark for a screen-only region to be a defect (the
+smallest defect of the contract, 3 px across, covers about 7)."""
 THUMBNAIL: Final = 8
 """The frame's reduced copy (for the archive and the HMI) has one pixel per 8 x 8 (bilinear)."""
 SEGMENT_CROP: Final = 128
@@ -194,6 +199,29 @@ def defects_from_map(
     return tuple(sorted(found, key=lambda d: -d.score))
 
 
+def _segment_box(
+    score: float,
+    xs: npt.NDArray[np.intp],
+    ys: npt.NDArray[np.intp],
+    pad: int,
+    frame_shape: tuple[int, int],
+) -> Defect:
+    """A segmented defect: the box around pixels ``(ys, xs)`` grown by ``pad`` px each side,
+    inside the frame (as the map's boxes are grown by one cell).
+
+    >>> _segment_box(1.0, np.array([5, 9]), np.array([2, 3]), 4, (100, 100))
+    Defect(kind='film_segment', score=1.0, x=1, y=0, w=13, h=8)
+    """
+    height, width = frame_shape
+    x0, y0 = max(int(xs.min()) - pad, 0), max(int(ys.min()) - pad, 0)
+    x1, y1 = min(int(xs.max()) + 1 + pad, width), min(int(ys.max()) + 1 + pad, height)
+    return Defect(SEGMENT_KIND, round(score, 4), x0, y0, x1 - x0, y1 - y0)
+
+
+def _overlap(a: Defect, b: Defect) -> bool:
+    return a.x < b.x + b.w and b.x < a.x + a.w and a.y < b.y + b.h and b.y < a.y + a.h
+
+
 def box_contains(box: Defect, x0: int, y0: int, x1: int, y1: int) -> bool:
     """Whether the pixel box ``[x0:x1, y0:y1]`` lies inside ``box``."""
     return box.x <= x0 and box.y <= y0 and x1 <= box.x + box.w and y1 <= box.y + box.h
@@ -298,6 +326,7 @@ class FilmInspector:
         self, model_dir: Path, height: int = HEIGHT, width: int = WIDTH, *, threads: int = 2
     ) -> None:
         manifest, onnx_path = load_manifest(model_dir)
+        self.model_dir = model_dir
         if manifest.kind != "tile_anomaly" or manifest.tile_anomaly is None:
             msg = f"{onnx_path}: kind {manifest.kind!r}, expected 'tile_anomaly'"
             raise ModelFileError(msg)
@@ -331,6 +360,7 @@ class FilmInspector:
             FilmSegmenter(model_dir, threads=threads) if SEGMENT_ROLE in manifest.files else None
         )
         self._segments: list[tuple[int, int, U8Image]] = []
+        self._segment_defects: list[Defect] = []
         self._segment_s = 0.0
         size = (manifest.input.width, manifest.input.height)
         self._resized: U8Image = np.zeros((size[1], size[0], 3), dtype=np.uint8)
@@ -358,6 +388,7 @@ class FilmInspector:
         self._lines = 0
         self._thumb_rows = 0
         self._segments = []
+        self._segment_defects = []
         self._segment_s = 0.0
         self._screened_rows = 0
         self._windows = []
@@ -450,15 +481,25 @@ class FilmInspector:
             self._segment(w, kept)
 
     def _segment(self, w: Window, kept: F32Array) -> None:
-        """Full-resolution masks (seed 003's network) around the window's defects."""
+        """Full-resolution masks (seed 003's network) around the window's hot regions.
+
+        A region is a connected set of kept cells where the anomaly map is above its
+        threshold or the screen flagged. Regions above the threshold are defects and get
+        their mask. A screen-only region (too small for the downscaled anomaly graph to
+        lift above the threshold) is a defect when the network marks ``SEGMENT_MIN_PX``
+        pixels in it: seed 003's two stages, screen then segmentation.
+        """
         assert self._segmenter is not None
-        hot = np.asarray(kept > self.spec.score_threshold, dtype=np.uint8)
+        ky, kx = slice(w.keep_y0, w.keep_y1), slice(w.keep_x0, w.keep_x1)
+        above = kept > self.spec.score_threshold
+        hot = np.asarray(above | (self._cells[ky, kx] >= self.spec.screen.threshold), np.uint8)
         if not hot.any():
             return
         t0 = time.perf_counter()
         stride = self.spec.map_stride
-        count, _, stats, _ = cv2.connectedComponentsWithStats(hot, connectivity=8)
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(hot, connectivity=8)
         shape = (self._lines, self.buffer.shape[1])
+        regions: list[tuple[int, int, int, int, bool, float]] = []
         for i in range(1, count):
             cx, cy, cw, ch = (int(v) for v in stats[i, :4])
             box = Defect(
@@ -469,9 +510,25 @@ class FilmInspector:
                 cw * stride,
                 ch * stride,
             )
+            inside = labels == i
             y0, y1, x0, x1 = defect_window(box, shape, SEGMENT_CROP)
-            mask = self._segmenter.mask(self.buffer[y0:y1, x0:x1])
-            self._segments.append((y0, x0, mask))
+            score = float(kept[inside].max())
+            regions.append((y0, y1, x0, x1, bool(above[inside].any()), score))
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for n, (y0, y1, x0, x1, _, _) in enumerate(regions):
+            by_size.setdefault((y1 - y0, x1 - x0), []).append(n)
+        for members in by_size.values():
+            crops = [self.buffer[r[0] : r[1], r[2] : r[3]] for r in (regions[n] for n in members)]
+            for n, mask in zip(members, self._segmenter.masks(crops), strict=True):
+                y0, _, x0, _, confirmed, score = regions[n]
+                if confirmed:
+                    self._segments.append((y0, x0, mask))
+                    continue
+                ys, xs = np.nonzero(mask)
+                if ys.size < SEGMENT_MIN_PX:
+                    continue
+                self._segments.append((y0, x0, mask))
+                self._segment_defects.append(_segment_box(score, x0 + xs, y0 + ys, stride, shape))
         self._segment_s += time.perf_counter() - t0
 
     def _painted_thumbnail(self) -> U8Image:
@@ -515,6 +572,9 @@ class FilmInspector:
         }
         anomaly = self._map.copy()
         defects = defects_from_map(anomaly, threshold, self.spec.map_stride, (height, width))
+        for d in self._segment_defects:
+            if not any(_overlap(d, o) for o in defects):
+                defects += (d,)
         best = float(anomaly.max())
         infer_ms = (self._screen_s + self._anomaly_s + self._segment_s) * 1e3
         if not complete:

@@ -89,7 +89,7 @@ class TileAnomalySpec(_Model):
     score_threshold: float = Field(gt=0.0)
     screen: ScreenSpec
     edge_cells: int = Field(default=0, ge=0)
-    roi: int = Field(default=512, gt=0)
+    roi: int = Field(default=256, gt=0)
     roi_edge_cells: int = Field(default=3, ge=0)
 
     @model_validator(mode="after")

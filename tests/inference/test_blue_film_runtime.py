@@ -15,6 +15,8 @@ import onnx
 import pytest
 
 from linevision.inference.blue_film import (
+    DEFECT_KIND,
+    SEGMENT_KIND,
     FilmInspector,
     FrameSizeError,
     box_contains,
@@ -115,12 +117,34 @@ def test_smallest_defects_are_located(inspector: FilmInspector) -> None:
     assert (marked & truth).sum() / (marked | truth).sum() > 0.5
 
 
+def test_screen_and_segmentation_locate_what_the_map_leaves_below_threshold(
+    tmp_path: Path,
+) -> None:
+    # a threshold no anomaly map reaches: only seed 003's path (screen -> segmentation) is left
+    manifest, _ = load_manifest(MODEL_DIR)
+    assert manifest.tile_anomaly is not None
+    folder = tmp_path / "blue_film"
+    shutil.copytree(MODEL_DIR, folder)
+    spec = manifest.tile_anomaly.model_copy(update={"score_threshold": 1e6})
+    write_manifest(folder, manifest.model_copy(update={"tile_anomaly": spec}))
+    strict = FilmInspector(folder, HEIGHT, WIDTH)
+    image, mask = _tiled_frame(SEED + 3, {0: ("break", 3.0), 2: ("white", 4.0), 5: ("black", 3.0)})
+    result = _stream(strict, image, 700)
+    assert result.decision.verdict == "NG"
+    assert {d.kind for d in result.decision.defects} == {SEGMENT_KIND}
+    _assert_located(result, mask)
+    assert (result.anomaly > 1e6).sum() == 0
+    good = synth.generate_frame(np.random.default_rng([SEED, 0]), width=WIDTH, height=HEIGHT)
+    assert _stream(strict, good.image, 700).decision.verdict == "OK"
+
+
 def test_generated_ng_frame_is_located(inspector: FilmInspector) -> None:
     rng = np.random.default_rng([SEED, 50])
     frame = synth.generate_frame(rng, ("break", "white", "black"), width=WIDTH, height=HEIGHT)
     result = inspector.inspect_frame(frame.image)
     assert result.decision.verdict == "NG"
     _assert_located(result, frame.mask)
+    assert DEFECT_KIND in {d.kind for d in result.decision.defects}
 
 
 def test_strips_do_not_change_the_result(inspector: FilmInspector) -> None:
@@ -198,8 +222,8 @@ def test_torch_networks_match_and_threshold_stays_above_good() -> None:
 
 
 def test_a_frame_smaller_than_the_second_stage_window_is_refused() -> None:
-    with pytest.raises(FrameSizeError, match="smaller than the 512 px second-stage window"):
-        FilmInspector(MODEL_DIR, 256, 2048)
+    with pytest.raises(FrameSizeError, match="smaller than the 256 px second-stage window"):
+        FilmInspector(MODEL_DIR, 128, 2048)
 
 
 def test_a_graph_with_a_fixed_input_size_is_refused(tmp_path: Path) -> None:
@@ -215,6 +239,6 @@ def test_a_graph_with_a_fixed_input_size_is_refused(tmp_path: Path) -> None:
     write_manifest(
         folder, manifest.model_copy(update={"sha256": sha256_file(folder / onnx_path.name)})
     )
-    # the windows' 256 px input does not fit a graph exported for whole 512 px tiles only
+    # the windows' 128 px input does not fit a graph exported for whole 512 px tiles only
     with pytest.raises(ModelFileError, match="input fixed at 512 px"):
         FilmInspector(folder, HEIGHT, WIDTH)
