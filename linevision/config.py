@@ -250,6 +250,9 @@ class InferenceConfig(_Model):
 
     workers: int = Field(default=2, ge=1, le=256)
     intra_op_threads: int = Field(default=1, ge=1, le=256)
+    opencv_threads: int = Field(default=1, ge=0, le=256)
+    """OpenCV's own thread pool (0: its default, one per core). 1 on the reference PC: the
+    pool's workers are the parallelism, and OpenCV's threads on top would compete with them."""
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
 
 

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
+
 from linevision.bus import VerdictPublisher
 from linevision.cameras import CameraDriver, open_driver
 from linevision.cameras.worker import AcquisitionWorker
@@ -81,6 +83,8 @@ class Service:
         or socket is opened.
         """
         keep_large_buffers()
+        threads = self.config.inference.opencv_threads
+        cv2.setNumThreads(threads if threads > 0 else -1)
         for sc in self.config.stations:
             self.stations[sc.name] = self._build_station(sc)
         self.delivery = Delivery.open(self.config)

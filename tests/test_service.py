@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import pytest
 
 from linevision import demo
@@ -139,3 +140,20 @@ def test_heartbeat_reports_camera_and_station_state(demo_images):
         assert "pole_piece" in beat.stations
     finally:
         service.stop()
+
+
+@pytest.mark.parametrize("threads", [1, 0])
+def test_opencv_threads_follow_the_config(demo_images, threads):
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(-1)
+    default = cv2.getNumThreads()
+    cv2.setNumThreads(3)
+    data = _config(demo_images, free_tcp_endpoint()).model_dump(mode="json")
+    data["inference"]["opencv_threads"] = threads
+    service = Service(Config.model_validate(data), models_root=MODELS)
+    try:
+        service.start()
+        assert cv2.getNumThreads() == (threads or default)
+    finally:
+        service.stop()
+        cv2.setNumThreads(before)
