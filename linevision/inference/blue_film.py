@@ -346,11 +346,19 @@ class FilmInspector:
     signal in each ``map_stride`` square). Stage 2 runs on a ``roi`` window centred on each
     flagged cell that no earlier window keeps, as soon as the window's last line is in.
     Windows are made in raster order of their cells, so the result does not depend on how the
-    frame was cut into strips.
+    frame was cut into strips. With ``split_last_band`` the frame's last band, which stands
+    between the last line and the verdict, is screened in two halves at once (the second on
+    a thread of the inspector's own); the cells are the same either way.
     """
 
     def __init__(
-        self, model_dir: Path, height: int = HEIGHT, width: int = WIDTH, *, threads: int = 2
+        self,
+        model_dir: Path,
+        height: int = HEIGHT,
+        width: int = WIDTH,
+        *,
+        threads: int = 2,
+        split_last_band: bool = True,
     ) -> None:
         manifest, onnx_path = load_manifest(model_dir)
         self.model_dir = model_dir
@@ -393,7 +401,9 @@ class FilmInspector:
         self._halo = screen.kernel // 2 + screen.smooth // 2 + 1
         self._scratch = ScreenScratch(width)
         self._scratch_2 = ScreenScratch(width)
-        self._screen_pool = ThreadPoolExecutor(1, thread_name_prefix="film-screen")
+        self._screen_pool = (
+            ThreadPoolExecutor(1, thread_name_prefix="film-screen") if split_last_band else None
+        )
         self._lines = 0
         self._screened_rows = 0
         self._windows: list[Window] = []
@@ -473,7 +483,8 @@ class FilmInspector:
         """
         screen, stride = self.spec.screen, self.spec.map_stride
         mid = y0 + (y1 - y0) // 2 // stride * stride
-        if self._lines == self.buffer.shape[0] and y0 < mid < y1:
+        last = self._lines == self.buffer.shape[0]
+        if self._screen_pool is not None and last and y0 < mid < y1:
             lower = self._screen_pool.submit(self._screen_cells, mid, y1, self._scratch_2)
             self._screen_cells(y0, mid, self._scratch)
             lower.result()

@@ -150,10 +150,13 @@ def test_generated_ng_frame_is_located(inspector: FilmInspector) -> None:
 def test_strips_do_not_change_the_result(inspector: FilmInspector) -> None:
     image, _ = _tiled_frame(SEED + 2, {1: ("black", 4.0), 5: ("white", 25.0)})
     whole = inspector.inspect_frame(image)
-    for strip in (97, 1024, 2000):
-        result = _stream(inspector, image, strip)
+    one_thread = FilmInspector(MODEL_DIR, HEIGHT, WIDTH, split_last_band=False)
+    results = [_stream(inspector, image, strip) for strip in (97, 1024, 2000)]
+    results.append(_stream(one_thread, image, 1024))
+    for result in results:
         assert result.decision.defects == whole.decision.defects
         assert result.flagged == whole.flagged
+        assert result.screen_scores == whole.screen_scores
         np.testing.assert_array_equal(result.anomaly, whole.anomaly)
 
 
