@@ -95,15 +95,17 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
-def bench_config(
+def bench_config(  # noqa: PLR0913  (the demo layout knobs, all keyword-only)
     data: demo.DemoData,
     endpoint: str,
     stations: tuple[str, ...],
+    *,
     six_view_stagger_ms: float = demo.SIX_VIEW_STAGGER_MS,
     workers: int | None = None,
+    offsets_ms: dict[str, float] | None = None,
 ) -> Config:
     cfg = demo.four_station_config(
-        data, stations=stations, six_view_stagger_ms=six_view_stagger_ms
+        data, stations=stations, six_view_stagger_ms=six_view_stagger_ms, offsets_ms=offsets_ms
     ).model_dump(mode="json")
     cfg["bus"]["publish"] = endpoint
     cfg["archive"] = {"enabled": False}
@@ -361,6 +363,7 @@ def run(  # noqa: PLR0913  (what to run, how long, where; film size, baseline, l
     baseline_cells: int = 20,
     six_view_stagger_ms: float = demo.SIX_VIEW_STAGGER_MS,
     workers: int | None = None,
+    aligned_triggers: bool = False,
 ) -> dict[str, object]:
     stations = stations or tuple(RATED_HZ)
     unknown = [s for s in stations if s not in RATED_HZ]
@@ -369,7 +372,15 @@ def run(  # noqa: PLR0913  (what to run, how long, where; film size, baseline, l
         raise ValueError(msg)
     demo.prepare_emulation(devices=demo.DEVICES)
     data = demo.ensure_demo_data(demo.cache_dir(), film_size)
-    cfg = bench_config(data, endpoint, stations, six_view_stagger_ms, workers)
+    offsets = {} if aligned_triggers else dict(demo.STATION_OFFSETS_MS)
+    cfg = bench_config(
+        data,
+        endpoint,
+        stations,
+        six_view_stagger_ms=six_view_stagger_ms,
+        workers=workers,
+        offsets_ms=offsets,
+    )
     log.info("bench_pipeline", stations=list(stations), duration_s=duration_s)
     result = run_pipeline(cfg, models_root, duration_s)
     # the pipeline's peak, before the baseline loads its own copies of models and frames
@@ -408,5 +419,6 @@ def run(  # noqa: PLR0913  (what to run, how long, where; film size, baseline, l
     result["duration_s"] = duration_s
     result["workers"] = cfg.inference.workers
     result["six_view_stagger_ms"] = six_view_stagger_ms
+    result["trigger_offsets_ms"] = {c.id: c.trigger.offset_ms for c in cfg.cameras}
     result["machine"] = machine()
     return result

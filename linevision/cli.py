@@ -326,6 +326,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             baseline_cells=args.baseline_cells,
             six_view_stagger_ms=args.six_view_stagger_ms,
             workers=args.workers,
+            aligned_triggers=args.aligned_triggers,
         )
     except ValueError as exc:
         print(f"linevision bench: {exc}", file=sys.stderr)
@@ -351,6 +352,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "blue_film_work",
         "seq_gaps",
         "seq_duplicates",
+        "trigger_offsets_ms",
     ):
         if key in result:
             print(f"{key}: {result[key]}")
@@ -409,6 +411,11 @@ def _add_tool_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         type=float,
         default=30.0,
         help="six_view camera k sees the cell k times this after camera 1 (0: all at once)",
+    )
+    bench.add_argument(
+        "--aligned-triggers",
+        action="store_true",
+        help="every station's camera triggers at the same instant (default: the demo's offsets)",
     )
     bench.add_argument(
         "--workers", type=int, default=None, help="inference pool threads (default: config's)"

@@ -88,6 +88,11 @@ DEVICES = 9
 LINE_RATE_HZ = 40_000.0
 SIX_VIEW_STAGGER_MS = 30.0
 """The six_view cell passes six camera positions, one every 30 ms (faces first, edges after)."""
+STATION_OFFSETS_MS = {"pole_piece": 0.0, "six_view": 5.0, "blue_film": 12.5, "seal_edge": 25.0}
+"""Where each station's (first) camera triggers on the shared grid. The stations stand at
+different places along the line, so their cells do not reach the cameras at the same instant;
+with every offset 0 each seal_edge image, pole_piece image and film strip of a slot is
+triggered together (the worst case, ``linevision bench --aligned-triggers``)."""
 
 
 @dataclass(frozen=True)
@@ -219,13 +224,16 @@ def four_station_config(
     rated: dict[str, float] | None = None,
     stations: tuple[str, ...] = (),
     six_view_stagger_ms: float = SIX_VIEW_STAGGER_MS,
+    offsets_ms: dict[str, float] | None = None,
 ) -> Config:
     """All four stations on emulated cameras (or only ``stations``), at ``rated`` load.
 
-    The six_view cameras sit at six positions along the line: camera k sees a cell
-    ``k * six_view_stagger_ms`` after the first (0: all six at once).
+    Each station's cameras trigger ``offsets_ms[station]`` into the grid (default
+    ``STATION_OFFSETS_MS``). The six_view cameras sit at six positions along the line:
+    camera k sees a cell ``k * six_view_stagger_ms`` after the first (0: all six at once).
     """
     rate = {**RATED_HZ, **(rated or {})}
+    offsets = STATION_OFFSETS_MS if offsets_ms is None else offsets_ms
     wanted = stations or tuple(RATED_HZ)
     cameras: list[dict[str, object]] = []
     entries: list[dict[str, object]] = []
@@ -260,7 +268,7 @@ def four_station_config(
         for i, cam in enumerate(six):
             trigger = cam["trigger"]
             assert isinstance(trigger, dict)
-            trigger["offset_ms"] = i * six_view_stagger_ms
+            trigger["offset_ms"] = offsets.get("six_view", 0.0) + i * six_view_stagger_ms
         cameras += six
         entries.append(
             {
@@ -292,6 +300,14 @@ def four_station_config(
                 "assembly_ms": 200,
             }
         )
+    for entry in entries:
+        if entry["name"] == "six_view":
+            continue
+        for cam in cameras:
+            trigger = cam["trigger"]
+            assert isinstance(trigger, dict)
+            if entry["cameras"] == [cam["id"]]:
+                trigger["offset_ms"] = offsets.get(str(entry["name"]), 0.0)
     return Config.model_validate({"cameras": cameras, "stations": entries})
 
 

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+from linevision import demo
 from tests.helpers import free_tcp_endpoint
 
 
@@ -42,6 +43,26 @@ def test_bench_json_reports_every_figure(tmp_path):
     assert out["peak_rss_mb"] > 0
     assert out["cpu_percent"] > 0
     assert out["rated_load_per_s"]["six_view"] == 2.0
+    offsets = out["trigger_offsets_ms"]
+    assert offsets["seal_cam"] == demo.STATION_OFFSETS_MS["seal_edge"]
+    assert offsets["film_cam"] == demo.STATION_OFFSETS_MS["blue_film"]
+
+
+def test_station_trigger_offsets(tmp_path):
+    data = demo.demo_data_paths(tmp_path)
+    spread = {c.id: c.trigger.offset_ms for c in demo.four_station_config(data).cameras}
+    aligned = {
+        c.id: c.trigger.offset_ms for c in demo.four_station_config(data, offsets_ms={}).cameras
+    }
+    six = demo.STATION_OFFSETS_MS["six_view"]
+    assert spread["six_1"] == six
+    assert spread["six_3"] == six + 2 * demo.SIX_VIEW_STAGGER_MS
+    assert spread["pole_piece_cam"] == demo.STATION_OFFSETS_MS["pole_piece"]
+    # the demo's stations trigger at distinct instants of the grid, aligned ones together
+    firsts = {spread[c] for c in ("pole_piece_cam", "seal_cam", "six_1", "film_cam")}
+    assert len(firsts) == 4
+    assert {aligned[c] for c in ("pole_piece_cam", "seal_cam", "six_1", "film_cam")} == {0.0}
+    assert aligned["six_2"] == demo.SIX_VIEW_STAGGER_MS
 
 
 def test_bench_refuses_unknown_station():
