@@ -52,6 +52,8 @@ RATED_HZ = demo.RATED_HZ
 @dataclass
 class StationFigures:
     latencies_ms: list[float] = field(default_factory=list)
+    inspected_ms: list[float] = field(default_factory=list)
+    """Latencies of the cells that were inspected (OK, or NG ``defect``)."""
     infer_ms: list[float] = field(default_factory=list)
     reasons: Counter[str] = field(default_factory=Counter)
     details: Counter[str] = field(default_factory=Counter)
@@ -71,6 +73,7 @@ class StationFigures:
             "p50_ms": _r(np.percentile(lat, 50)),
             "p99_ms": _r(np.percentile(lat, 99)),
             "max_ms": _r(lat.max()),
+            "inspected_p99_ms": _r(np.percentile(np.asarray(self.inspected_ms or [np.nan]), 99)),
             "infer_p50_ms": _r(np.percentile(inf, 50)),
             "infer_p99_ms": _r(np.percentile(inf, 99)),
             "throughput_per_s": _r((self.verdicts - 1) / span) if span > 0 else 0.0,
@@ -143,6 +146,8 @@ def run_pipeline(
             f.first_t = now if f.first_t is None else f.first_t
             f.last_t = now
             f.latencies_ms.append(m.latency_ms)
+            if m.verdict == "OK" or m.reason == "defect":
+                f.inspected_ms.append(m.latency_ms)
             f.cells.append(m.cell_id)
             if m.infer_ms is not None:
                 f.infer_ms.append(m.infer_ms)

@@ -337,12 +337,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     stations = result["stations"]
     assert isinstance(stations, dict)
     print(
-        f"{'station':<12} {'n':>6} {'p50':>8} {'p99':>8} {'max':>8} {'infer50':>8} {'/s':>7} "
+        f"{'station':<12} {'n':>6} {'p50':>8} {'p99':>8} {'max':>8} {'p99insp':>8} "
+        f"{'infer50':>8} {'/s':>7} "
         f"{'missing':>7} {'dup':>4}  NG"
     )
     for name, f in stations.items():
         print(
             f"{name:<12} {f['n']:>6} {f['p50_ms']:>8} {f['p99_ms']:>8} {f['max_ms']:>8} "
+            f"{f['inspected_p99_ms']:>8} "
             f"{f['infer_p50_ms']:>8} {f['throughput_per_s']:>7} {f['cells_missing']:>7} "
             f"{f['cells_duplicated']:>4}  {f['ng_reasons']}"
         )

@@ -29,6 +29,7 @@ def test_bench_json_reports_every_figure(tmp_path):
         for key in ("p50_ms", "p99_ms", "max_ms", "throughput_per_s", "ng_reasons", "dropped"):
             assert key in st, (name, key)
         assert st["p50_ms"] <= st["p99_ms"] <= st["max_ms"]
+        assert st["inspected_p99_ms"] <= st["max_ms"]
         assert st["cells_duplicated"] == 0
         assert st["cells_missing"] == 0
         assert out["baseline"][name]["n"] >= 2
