@@ -376,8 +376,14 @@ class StationWorker:
             return
         # a view or strip is due deadline_ms after it arrived, even when its cell may wait
         # longer for the rest: done at the pace they come, only the last one's work is left
-        # when the cell completes (and no backlog of earlier strips stands before it)
-        due = min(deadline, item.t_mono_ns + int(self.deadline_ms * 1e6))
+        # when the cell completes (and no backlog of earlier strips stands before it). A
+        # station may grant the parts before its last one ``part_slack_ms`` more: they are
+        # not on the path to a verdict, so a job that is (a pole-piece image, the last strip)
+        # goes first when both wait for a thread.
+        due_ms = self.deadline_ms
+        if item.part < item.parts - 1:
+            due_ms += float(getattr(station, "part_slack_ms", 0.0))
+        due = min(deadline, item.t_mono_ns + int(due_ms * 1e6))
 
         def job() -> None:
             self._run(item, station)

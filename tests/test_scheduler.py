@@ -3,6 +3,7 @@ import time
 
 import numpy as np
 
+from linevision.executor import EdfExecutor
 from linevision.scheduler import CellArbiter, StationWorker
 from linevision.types import Decision, Frame, FrameFault, Verdict, now_ns
 
@@ -337,3 +338,56 @@ def test_after_eight_cells_shed_in_a_row_the_next_job_runs_to_measure_again():
     assert worker.counters["shed"] == 8
     assert worker.counters["inspected"] == 5 + 2 + 1
     assert {v.decision.reason for v in got[5:]} <= {None, "overload", "timeout"}
+
+
+class OrderStation:
+    """Records the order its frames are inspected in; ``views`` strips make a cell."""
+
+    kind = "test"
+    assembly_ms = 1000.0
+
+    def __init__(self, name: str, views: int, order: list[str], part_slack_ms: float) -> None:
+        self.name = name
+        self.views = views
+        self.order = order
+        self.part_slack_ms = part_slack_ms
+
+    def inspect(self, frame: Frame) -> Decision | None:
+        self.order.append(f"{self.name}:{frame.part}")
+        return _ok() if frame.part == frame.parts - 1 else None
+
+
+def _run_order(part_slack_ms: float) -> list[str]:
+    """A strip before the last (station film) and a one-image cell (station pole) wait
+    together for the pool's only thread; which goes first?"""
+    arb = CellArbiter(Collector())
+    arb.start()
+    pool = EdfExecutor(1, "test-slack")
+    pool.start()
+    order: list[str] = []
+    film = OrderStation("film", 2, order, part_slack_ms)
+    pole = OrderStation("pole", 1, order, 0.0)
+    workers = [StationWorker(s, arb, 30.0, 8, None, pool) for s in (film, pole)]
+    gate = threading.Event()
+    try:
+        assert pool.submit(pool.lane("gate", 1), 0, lambda: gate.wait(5))
+        mono, wall = now_ns()
+        strip = Frame("film_cam", 1, 1, mono, wall, np.zeros((8, 8), np.uint8), part=0, parts=2)
+        image = Frame("pole_cam", 1, 1, mono + 1_000_000, wall, np.zeros((8, 8), np.uint8))
+        workers[0].submit(strip)
+        workers[1].submit(image)
+        gate.set()
+        end = time.monotonic() + 3.0
+        while len(order) < 2 and time.monotonic() < end:
+            time.sleep(0.005)
+        return order
+    finally:
+        pool.stop()
+        arb.stop()
+
+
+def test_a_strip_before_the_last_lets_a_cells_last_image_go_first():
+    # without slack, earliest deadline first: the strip arrived 1 ms earlier
+    assert _run_order(0.0) == ["film:0", "pole:0"]
+    # one strip period of slack: the image on the path to a verdict goes first
+    assert _run_order(25.0) == ["pole:0", "film:0"]

@@ -76,6 +76,8 @@ def _build_blue_film(
     inspector = FilmInspector(model_dir, height, width, threads=threads)
     load_ms = (time.perf_counter() - t0) * 1000.0
     warm_ms = inspector.warm_up()
-    cell_ms = strips * camera.strip_period_s() * 1000.0
-    station = BlueFilmStation(sc.name, inspector, strips, cell_ms + sc.assembly_ms)
+    strip_ms = camera.strip_period_s() * 1000.0
+    station = BlueFilmStation(
+        sc.name, inspector, strips, strips * strip_ms + sc.assembly_ms, part_slack_ms=strip_ms
+    )
     return BuiltStation(sc, station, inspector.ref, load_ms, warm_ms)

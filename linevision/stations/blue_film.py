@@ -24,13 +24,21 @@ class BlueFilmStation:
     parallel = False
 
     def __init__(
-        self, name: str, inspector: FilmInspector, strips: int, assembly_ms: float
+        self,
+        name: str,
+        inspector: FilmInspector,
+        strips: int,
+        assembly_ms: float,
+        part_slack_ms: float = 0.0,
     ) -> None:
         self.name = name
         self.inspector = inspector
         self.session = inspector
         self.views = strips
         self.assembly_ms = assembly_ms
+        self.part_slack_ms = part_slack_ms
+        """A strip before the last may wait this much longer for a thread (one strip period:
+        it only has to be done before the next strip's work)."""
         self.last_result: FilmResult | None = None
         self._cell: int | None = None
         self._next_part = 0
