@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -24,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from linevision.inference.blue_film import FilmInspector, FilmResult, box_contains, screen_score
+from linevision.inference.film_segment import CROP, FilmSegmenter, frame_mask
 from linevision.log import configure, get_logger
 from linevision.synth import blue_film as synth
 
@@ -179,6 +181,66 @@ def frame_figures(
     }
 
 
+@dataclass
+class _Method:
+    ms: list[float] = field(default_factory=list)
+    inter: int = 0
+    union: int = 0
+    wrong: int = 0
+    marked: int = 0
+    missed: int = 0
+
+    def add(self, mask: npt.NDArray[np.bool_], frame: synth.FilmImage, verdict: str) -> None:
+        truth = frame.mask > 0
+        self.inter += int((mask & truth).sum())
+        self.union += int((mask | truth).sum())
+        self.wrong += int(verdict != ("NG" if truth.any() else "OK"))
+        for x0, y0, x1, y1 in _defect_boxes(frame.mask):
+            hit = bool(mask[y0:y1, x0:x1].any())
+            self.marked += int(hit)
+            self.missed += int(not hit)
+
+    def figures(self) -> dict[str, object]:
+        return {
+            "frames": len(self.ms),
+            "ms_per_frame_median": round(float(np.median(self.ms)), 1),
+            "pixel_iou": round(self.inter / max(self.union, 1), 4),
+            "wrong_verdicts": self.wrong,
+            "defects_marked": self.marked,
+            "defects_missed": self.missed,
+        }
+
+
+def direct_segmentation_figures(
+    inspector: FilmInspector, seed: int, n: int
+) -> dict[str, dict[str, object]]:
+    """Seed 003's comparison on ``n`` good + ``n`` NG frames: the segmentation network on every
+    tile of the plan (the direct method) against the two stages (screen, windows, then the
+    network on crops around the decision's boxes, as ``linevision eval`` does); time per frame
+    on the inspector's threads, pooled pixel IoU, wrong verdicts, defects with a marked pixel."""
+    segmenter = FilmSegmenter(inspector.model_dir, threads=1)
+    segmenter.mask(np.zeros((CROP, CROP, 3), dtype=np.uint8))
+    height, width = inspector.buffer.shape[:2]
+    direct, two_stage = _Method(), _Method()
+    for i in range(2 * n):
+        rng = _rng(seed, 9, i)
+        kinds = synth.frame_kinds(rng) if i % 2 else ()
+        frame = synth.generate_frame(rng, kinds, width=width, height=height)
+        t0 = time.perf_counter()
+        marked = np.zeros(frame.mask.shape, dtype=bool)
+        for t in inspector.plan:
+            crop = frame.image[t.y0 : t.y1, t.x0 : t.x1]
+            marked[t.y0 : t.y1, t.x0 : t.x1] |= segmenter.mask(crop) > 0
+        direct.ms.append((time.perf_counter() - t0) * 1e3)
+        direct.add(marked, frame, "NG" if marked.any() else "OK")
+        t0 = time.perf_counter()
+        result = inspector.inspect_frame(frame.image)
+        mask = frame_mask(segmenter, frame.image, result.decision.defects) > 0
+        two_stage.ms.append((time.perf_counter() - t0) * 1e3)
+        two_stage.add(mask, frame, result.decision.verdict)
+    return {"direct": direct.figures(), "two_stage": two_stage.figures()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=Path("models/blue_film"))
@@ -186,6 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiles", type=int, default=60, help="good tiles, and per size bin")
     parser.add_argument("--frames", type=int, default=12, help="good frames, and NG frames")
     parser.add_argument("--full-tiles-frames", type=int, default=2)
+    parser.add_argument(
+        "--direct-frames",
+        type=int,
+        default=0,
+        help="good and NG frames for the segmentation network on every tile vs the two stages",
+    )
     parser.add_argument("--height", type=int, default=synth.HEIGHT)
     parser.add_argument("--width", type=int, default=synth.WIDTH)
     parser.add_argument("--out", type=Path, default=Path("artifacts/blue_film_eval.json"))
@@ -197,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "tiles": tile_figures(inspector, args.seed, args.tiles),
         "frames": frame_figures(inspector, args.seed, args.frames, args.full_tiles_frames),
+        **(
+            {"direct_segmentation": direct_segmentation_figures(inspector, args.seed, n)}
+            if (n := args.direct_frames) > 0
+            else {}
+        ),
         "seconds": round(time.monotonic() - t0, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
