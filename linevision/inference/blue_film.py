@@ -25,7 +25,12 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from linevision.inference.film_segment import SEGMENT_ROLE, FilmSegmenter, defect_window
+from linevision.inference.film_segment import (
+    SEGMENT_ROLE,
+    FilmSegmenter,
+    crop_masks,
+    defect_window,
+)
 from linevision.inference.manifest import (
     Manifest,
     ModelFileError,
@@ -549,7 +554,8 @@ class FilmInspector:
         stride = self.spec.map_stride
         count, labels, stats, _ = cv2.connectedComponentsWithStats(hot, connectivity=8)
         shape = (self._lines, self.buffer.shape[1])
-        regions: list[tuple[int, int, int, int, bool, float]] = []
+        windows: list[tuple[int, int, int, int]] = []
+        regions: list[tuple[bool, float]] = []
         for i in range(1, count):
             cx, cy, cw, ch = (int(v) for v in stats[i, :4])
             box = Defect(
@@ -561,24 +567,18 @@ class FilmInspector:
                 ch * stride,
             )
             inside = labels == i
-            y0, y1, x0, x1 = defect_window(box, shape, SEGMENT_CROP)
-            score = float(kept[inside].max())
-            regions.append((y0, y1, x0, x1, bool(above[inside].any()), score))
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for n, (y0, y1, x0, x1, _, _) in enumerate(regions):
-            by_size.setdefault((y1 - y0, x1 - x0), []).append(n)
-        for members in by_size.values():
-            crops = [self.buffer[r[0] : r[1], r[2] : r[3]] for r in (regions[n] for n in members)]
-            for n, mask in zip(members, self._segmenter.masks(crops), strict=True):
-                y0, _, x0, _, confirmed, score = regions[n]
-                if confirmed:
-                    self._segments.append((y0, x0, mask))
-                    continue
-                ys, xs = np.nonzero(mask)
-                if ys.size < SEGMENT_MIN_PX:
-                    continue
+            windows.append(defect_window(box, shape, SEGMENT_CROP))
+            regions.append((bool(above[inside].any()), float(kept[inside].max())))
+        masks = crop_masks(self._segmenter, self.buffer, windows)
+        for (y0, _, x0, _), (confirmed, score), mask in zip(windows, regions, masks, strict=True):
+            if confirmed:
                 self._segments.append((y0, x0, mask))
-                self._segment_defects.append(_segment_box(score, x0 + xs, y0 + ys, stride, shape))
+                continue
+            ys, xs = np.nonzero(mask)
+            if ys.size < SEGMENT_MIN_PX:
+                continue
+            self._segments.append((y0, x0, mask))
+            self._segment_defects.append(_segment_box(score, x0 + xs, y0 + ys, stride, shape))
         self._segment_s += time.perf_counter() - t0
 
     def _painted_thumbnail(self) -> U8Image:

@@ -140,12 +140,24 @@ def frame_mask(
     """
     height, width = frame.shape[:2]
     out = np.zeros((height, width), dtype=np.uint8)
-    by_size: dict[tuple[int, int], list[Window]] = {}
-    for d in defects:
-        y0, y1, x0, x1 = defect_window(d, (height, width), size)
-        by_size.setdefault((y1 - y0, x1 - x0), []).append((y0, y1, x0, x1))
-    for windows in by_size.values():
-        crops = [frame[y0:y1, x0:x1] for y0, y1, x0, x1 in windows]
-        for (y0, y1, x0, x1), m in zip(windows, segmenter.masks(crops), strict=True):
-            np.maximum(out[y0:y1, x0:x1], m, out=out[y0:y1, x0:x1])
+    windows = [defect_window(d, (height, width), size) for d in defects]
+    for (y0, y1, x0, x1), m in zip(windows, crop_masks(segmenter, frame, windows), strict=True):
+        np.maximum(out[y0:y1, x0:x1], m, out=out[y0:y1, x0:x1])
     return out
+
+
+def crop_masks(
+    segmenter: FilmSegmenter, image: U8Image, windows: Sequence[Window]
+) -> list[U8Image]:
+    """The masks of ``image``'s crops at ``windows`` (y0, y1, x0, x1), in their order; crops
+    of the same size run as one batch."""
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for n, (y0, y1, x0, x1) in enumerate(windows):
+        by_size.setdefault((y1 - y0, x1 - x0), []).append(n)
+    masks: dict[int, U8Image] = {}
+    for members in by_size.values():
+        crops = [
+            image[windows[n][0] : windows[n][1], windows[n][2] : windows[n][3]] for n in members
+        ]
+        masks.update(zip(members, segmenter.masks(crops), strict=True))
+    return [masks[n] for n in range(len(windows))]
