@@ -206,13 +206,15 @@ def ensure_demo_data(root: Path, film: FilmSize | None = None) -> DemoData:
     return data
 
 
-def _emulated(cam_id: str, serial: int, image_path: Path, rate_hz: float) -> dict[str, object]:
+def _emulated(
+    cam_id: str, serial: int, image_path: Path, rate_hz: float, offset_ms: float = 0.0
+) -> dict[str, object]:
     return {
         "id": cam_id,
         "backend": "pylon",
         "device": {"serial": f"0815-{serial:04d}"},
         "pixel_format": "Mono8",
-        "trigger": {"mode": "software", "rate_hz": rate_hz},
+        "trigger": {"mode": "software", "rate_hz": rate_hz, "offset_ms": offset_ms},
         "grab_timeout_ms": 500,
         "max_buffers": 4,
         "emulation": {"image_path": str(image_path), "frame_period_us": 1000},
@@ -234,11 +236,19 @@ def four_station_config(
     """
     rate = {**RATED_HZ, **(rated or {})}
     offsets = STATION_OFFSETS_MS if offsets_ms is None else offsets_ms
+
+    def offset(station: str) -> float:
+        return offsets.get(station, 0.0)
+
     wanted = stations or tuple(RATED_HZ)
     cameras: list[dict[str, object]] = []
     entries: list[dict[str, object]] = []
     if "pole_piece" in wanted:
-        cameras.append(_emulated("pole_piece_cam", 0, data.pole_piece, rate["pole_piece"]))
+        cameras.append(
+            _emulated(
+                "pole_piece_cam", 0, data.pole_piece, rate["pole_piece"], offset("pole_piece")
+            )
+        )
         entries.append(
             {
                 "name": "pole_piece",
@@ -249,7 +259,9 @@ def four_station_config(
             }
         )
     if "seal_edge" in wanted:
-        cameras.append(_emulated("seal_cam", 1, data.seal_images, rate["seal_edge"]))
+        cameras.append(
+            _emulated("seal_cam", 1, data.seal_images, rate["seal_edge"], offset("seal_edge"))
+        )
         entries.append(
             {
                 "name": "seal_edge",
@@ -262,13 +274,15 @@ def four_station_config(
         )
     if "six_view" in wanted:
         six = [
-            _emulated(f"six_{i + 1}", 2 + i, folder, rate["six_view"])
+            _emulated(
+                f"six_{i + 1}",
+                2 + i,
+                folder,
+                rate["six_view"],
+                offset("six_view") + i * six_view_stagger_ms,
+            )
             for i, folder in enumerate(data.six_views)
         ]
-        for i, cam in enumerate(six):
-            trigger = cam["trigger"]
-            assert isinstance(trigger, dict)
-            trigger["offset_ms"] = offsets.get("six_view", 0.0) + i * six_view_stagger_ms
         cameras += six
         entries.append(
             {
@@ -282,7 +296,7 @@ def four_station_config(
             }
         )
     if "blue_film" in wanted:
-        film = _emulated("film_cam", 8, data.film_strips, rate["blue_film"])
+        film = _emulated("film_cam", 8, data.film_strips, rate["blue_film"], offset("blue_film"))
         film.update(
             pixel_format="BGR8",
             roi={"width": data.film.width, "height": data.film.strip_lines},
@@ -300,14 +314,6 @@ def four_station_config(
                 "assembly_ms": 200,
             }
         )
-    for entry in entries:
-        if entry["name"] == "six_view":
-            continue
-        for cam in cameras:
-            trigger = cam["trigger"]
-            assert isinstance(trigger, dict)
-            if entry["cameras"] == [cam["id"]]:
-                trigger["offset_ms"] = offsets.get(str(entry["name"]), 0.0)
     return Config.model_validate({"cameras": cameras, "stations": entries})
 
 
