@@ -23,10 +23,12 @@ import numpy as np
 import numpy.typing as npt
 
 from linevision import evaluate
+from linevision.inference.align import AlignmentError
 from linevision.inference.classifier import decide, preprocess, softmax
 from linevision.inference.session import ModelSession, SessionOptions
 from linevision.synth.contract import read_labels, reference_paths
 from linevision.train.folder_data import read_film, read_image
+from linevision.types import Decision
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -132,8 +134,11 @@ def evaluate_reference(station: str, data: Path, model_dir: Path, threads: int =
             )
             raise EvalError(msg)
         t0 = time.perf_counter()
-        features = [model.encode(img, v) for v, img in zip(model.view_names, views, strict=True)]
-        decision = model.decide(*features)
+        try:
+            pairs = zip(model.view_names, views, strict=True)
+            decision = model.decide(*(model.encode(img, v) for v, img in pairs))
+        except AlignmentError as exc:  # the runtime's NG for a view it cannot register
+            decision = Decision("NG", "bad_frame", str(exc)[:200], 1.0, model=model.ref)
         tally.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
         truth = OK_NG.index(sample.label)
         tally.labels.append(truth)

@@ -18,8 +18,8 @@ class PreprocessError(ValueError):
     """A frame that cannot be turned into the model's input (empty, wrong channels...)."""
 
 
-def preprocess(image: Image, spec: InputSpec, norm: Normalisation) -> npt.NDArray[np.float32]:
-    """One frame -> a (channels, height, width) float32 array as the model was trained on."""
+def fit_input(image: Image, spec: InputSpec) -> npt.NDArray[Any]:
+    """One frame in the model's colour order and size, still in its own pixel type."""
     if image.size == 0 or image.ndim not in (2, 3):
         msg = f"cannot preprocess an image of shape {image.shape}"
         raise PreprocessError(msg)
@@ -32,11 +32,21 @@ def preprocess(image: Image, spec: InputSpec, norm: Normalisation) -> npt.NDArra
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     if img.shape[0] != spec.height or img.shape[1] != spec.width:
         img = cv2.resize(img, (spec.width, spec.height), interpolation=_INTERP[spec.resize])
+    return img
+
+
+def normalise(img: npt.NDArray[Any], norm: Normalisation) -> npt.NDArray[np.float32]:
+    """``fit_input``'s pixels -> a (channels, height, width) float32 array."""
     x = img.astype(np.float32) * np.float32(norm.scale)
     x = x[None, :, :] if x.ndim == 2 else np.ascontiguousarray(x.transpose(2, 0, 1))
     mean = np.asarray(norm.mean, dtype=np.float32).reshape(-1, 1, 1)
     std = np.asarray(norm.std, dtype=np.float32).reshape(-1, 1, 1)
     return np.asarray((x - mean) / std, dtype=np.float32)
+
+
+def preprocess(image: Image, spec: InputSpec, norm: Normalisation) -> npt.NDArray[np.float32]:
+    """One frame -> a (channels, height, width) float32 array as the model was trained on."""
+    return normalise(fit_input(image, spec), norm)
 
 
 def softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

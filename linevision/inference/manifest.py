@@ -114,7 +114,8 @@ class Manifest(_Model):
     ``sha256s`` gives each file's digest; ``file``/``sha256`` repeat the encoder's, which turns
     one view resized to its ``views`` size into ``feature_output``; the head takes every view's
     inspection and reference features and returns (OK, NG) logits as ``output``. ``threshold``
-    is then the P(NG) at or above which a cell is NG.
+    is then the P(NG) at or above which a cell is NG. ``align`` ``affine``: each capture is
+    registered onto its reference view (``linevision.inference.align``) before encoding.
     """
 
     schema_version: Literal[1] = 1
@@ -135,6 +136,7 @@ class Manifest(_Model):
     sha256s: dict[str, str] = Field(default_factory=dict)
     views: tuple[ViewSpec, ...] = ()
     feature_output: str | None = None
+    align: Literal["none", "affine"] = "none"
     tile_anomaly: TileAnomalySpec | None = None
 
     @model_validator(mode="after")

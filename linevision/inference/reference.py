@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from linevision.inference.classifier import preprocess
+from linevision.inference.align import align
+from linevision.inference.classifier import fit_input, normalise
 from linevision.inference.manifest import Manifest, ModelFileError, ViewSpec, load_model_files
 from linevision.inference.session import SessionOptions, open_session
 from linevision.log import get_logger
@@ -67,6 +68,7 @@ class ReferenceModel:
             name=self.manifest.name, version=self.manifest.version, sha256=self.manifest.sha256
         )
         self._reference: tuple[F32Array, ...] | None = None
+        self._reference_pixels: dict[str, npt.NDArray[Any]] = {}
         self.encoder_runs = 0
         self.load_ms = (time.perf_counter() - t0) * 1000.0
         log.info(
@@ -110,15 +112,32 @@ class ReferenceModel:
             raise ValueError(msg)
         return spec
 
-    def preprocess(self, images: Sequence[Image], view: str | None = None) -> F32Array:
-        """Images of one view -> (N, channels, height, width) as the model was trained on."""
-        spec = self._view(view)
-        size = self.manifest.input.model_copy(update={"height": spec.height, "width": spec.width})
-        return np.stack([preprocess(img, size, self.manifest.normalisation) for img in images])
+    def preprocess(
+        self, images: Sequence[Image], view: str | None = None, *, register: bool = True
+    ) -> F32Array:
+        """Images of one view -> (N, channels, height, width) as the model was trained on.
 
-    def encode_batch(self, images: Sequence[Image], view: str | None = None) -> F32Array:
+        A model with ``align: affine`` registers each image onto the view's reference first
+        (``register=False`` skips that, for the reference itself); ``AlignmentError`` when an
+        image cannot be registered.
+        """
+        spec = self._view(view)
+        size = self.manifest.input.model_copy(update=self._size(spec.name))
+        pixels = [fit_input(img, size) for img in images]
+        if register and self.manifest.align == "affine":
+            reference = self._reference_pixels.get(spec.name)
+            if reference is None:
+                msg = f"model {self.ref.name}: set_reference first (captures are aligned to it)"
+                raise NoReferenceError(msg)
+            pixels = [align(px, reference) for px in pixels]
+        norm = self.manifest.normalisation
+        return np.stack([normalise(px, norm) for px in pixels])
+
+    def encode_batch(
+        self, images: Sequence[Image], view: str | None = None, *, register: bool = True
+    ) -> F32Array:
         """Feature maps (N, C, h, w) of several images of one view."""
-        x = self.preprocess(images, view)
+        x = self.preprocess(images, view, register=register)
         self.encoder_runs += 1
         out = self._encoder.run([self.manifest.feature_output], {self.manifest.input.name: x})
         return np.asarray(out[0], dtype=np.float32)
@@ -136,12 +155,19 @@ class ReferenceModel:
             )
             raise ValueError(msg)
         t0 = time.perf_counter()
-        self._reference = tuple(
-            self.encode(img, view) for view, img in zip(self.view_names, images, strict=True)
-        )
+        pairs = list(zip(self.view_names, images, strict=True))
+        self._reference = tuple(self.encode_batch([img], v, register=False) for v, img in pairs)
+        self._reference_pixels = {
+            v: fit_input(img, self.manifest.input.model_copy(update=self._size(v)))
+            for v, img in pairs
+        }
         log.info(
             "reference_set", model=self.ref.name, ms=round((time.perf_counter() - t0) * 1e3, 2)
         )
+
+    def _size(self, view: str) -> dict[str, int]:
+        spec = self.views[view]
+        return {"height": spec.height, "width": spec.width}
 
     @property
     def has_reference(self) -> bool:

@@ -80,11 +80,16 @@ __all__ = [
 ]
 
 _MASK_LEVEL: Final = 6.0
+_LEVEL_RANGE: Final = (10.0, 245.0)
 
 
 @dataclass(frozen=True, eq=False)
 class Defect:
-    """A surface defect in one canonical view: a polygon, a polyline (``width`` > 0) or a dent."""
+    """A surface defect in one canonical view: a polygon, a polyline (``width`` > 0) or a dent.
+
+    ``level``: a dent's depth, corner damage's grey (the background showing through), a
+    stain's or scratch's contrast to the surface under it.
+    """
 
     kind: str
     view: int
@@ -184,12 +189,12 @@ def _surface_defect(kind: str, design: Design, rng: np.random.Generator) -> Defe
         ys = np.clip(centre[1] + t * np.sin(angle) + curve * np.cos(angle), y0 + 2.0, y1 - 2.0)
         delta = -_u(rng, 35.0, 70.0) if dark else _u(rng, 35.0, 70.0)
         points = np.stack([xs, ys], axis=1).astype(np.float32)
-        return Defect(kind, view, points, design.pouch + delta, _u(rng, 0.8, 1.6))
+        return Defect(kind, view, points, delta, _u(rng, 0.8, 1.6))
     radius = _u(rng, 5.0, min(22.0, 0.35 * small))
     radii = (radius * _u(rng, 1.0, 1.8), radius)
     polygon = ellipse_polygon(centre, radii, _u(rng, 0.0, 180.0), rng.uniform(0.6, 1.3, 14))
     delta = -_u(rng, 25.0, 60.0) if dark else _u(rng, 25.0, 50.0)
-    return Defect(kind, view, polygon, design.pouch + delta)
+    return Defect(kind, view, polygon, delta)
 
 
 def sample_cell(design: Design, kind: str, rng: np.random.Generator) -> Cell:
@@ -214,12 +219,28 @@ def _apply(img: F32Array, defect: Defect) -> None:
         img += defect.level * bump * (-2.0 * cols / rx - 0.4)
         return
     if defect.kind == "scratch":
-        img += (defect.level - img) * stroke(shape, defect.points, defect.width)
+        cover = stroke(shape, defect.points, defect.width)
+    else:
+        cover = fill(shape, [defect.points])
+    if defect.kind == "corner_damage":
+        img += (defect.level - img) * cover
         return
-    cover = fill(shape, [defect.points])
     if defect.kind == "stain":
         cover = np.asarray(cv2.GaussianBlur(cover, (0, 0), 1.5), dtype=np.float32) * 0.8
-    img += (defect.level - img) * cover
+    img += (_surface_level(img, cover, defect.level) - img) * cover
+
+
+def _surface_level(img: F32Array, cover: F32Array, contrast: float) -> float:
+    """The grey of a stain or scratch: ``contrast`` from the surface it lies on.
+
+    The surface is the median under the defect (a face, an edge, the label print); the sign
+    flips when the level would leave the 8-bit range, so the defect always shows.
+    """
+    if not np.any(cover > 0.0):
+        return float(np.median(img))
+    base = float(np.median(img[cover >= 0.5 * float(cover.max())]))
+    level = base + contrast
+    return level if _LEVEL_RANGE[0] <= level <= _LEVEL_RANGE[1] else base - contrast
 
 
 def canonical_views(cell: Cell) -> tuple[F32Array, ...]:

@@ -11,12 +11,14 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, overload
+from typing import TYPE_CHECKING, Final, Literal, overload
 
 import numpy as np
 
-from linevision.inference.classifier import preprocess
+from linevision.inference.align import AlignmentError, align
+from linevision.inference.classifier import fit_input, normalise
 from linevision.inference.manifest import InputSpec, Normalisation, ViewSpec
+from linevision.log import get_logger
 from linevision.synth.contract import read_labels, reference_paths
 from linevision.train import _compare
 from linevision.types import Image
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
     from torch import nn
 
 IMAGE: Final = "image"
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class Station:
     build: Callable[[], nn.Module]
     architecture: str
     dynamic_size: bool
+    align: Literal["none", "affine"] = "none"
 
 
 class LazyViews(Sequence[tuple["Image", ...]]):
@@ -129,11 +134,32 @@ def view_input(station: Station, view: ViewSpec) -> InputSpec:
 def _stem_features(
     station: Station, session: object, cells: Cells
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Stem features per view (N, C, h, w) and the reference's (1, C, h, w), float16."""
-    run = getattr(session, "run")  # noqa: B009
+    """Stem features per view (N, C, h, w) and the reference's (1, C, h, w), float16.
 
-    def encode(images: Sequence[Image], spec: InputSpec) -> np.ndarray:
-        x = [preprocess(img, spec, station.normalisation) for img in images]
+    With ``station.align`` each view is first registered onto the reference, as the runtime
+    does; a view that cannot be (counted in the log) is used as captured.
+    """
+    run = getattr(session, "run")  # noqa: B009
+    failures = 0
+
+    def registered(pixels: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
+        nonlocal failures
+        if reference is None:
+            return pixels
+        try:
+            return align(pixels, reference)
+        except AlignmentError:
+            failures += 1
+            return pixels
+
+    def encode(
+        images: Sequence[Image], spec: InputSpec, reference: Image | None = None
+    ) -> np.ndarray:
+        ref = None if reference is None else fit_input(reference, spec)
+        x = [
+            normalise(registered(fit_input(img, spec), ref), station.normalisation)
+            for img in images
+        ]
         out = [
             np.asarray(run(None, {IMAGE: np.stack(x[i : i + 32])})[0], dtype=np.float16)
             for i in range(0, len(x), 32)
@@ -142,8 +168,14 @@ def _stem_features(
 
     specs = [view_input(station, view) for view in station.views]
     images = cells.views[:]
-    features = [encode([c[v] for c in images], spec) for v, spec in enumerate(specs)]
+    aligned = station.align == "affine"
+    features = [
+        encode([c[v] for c in images], spec, cells.reference[v] if aligned else None)
+        for v, spec in enumerate(specs)
+    ]
     references = [encode([cells.reference[v]], spec) for v, spec in enumerate(specs)]
+    if failures:
+        log.warning("align_failed", folder=str(cells.folder), views=failures)
     return features, references
 
 
@@ -151,7 +183,7 @@ def _cache_path(station: Station, cells: Cells, cache: Path) -> Path:
     """Stem features depend on the stem, the view sizes and the images, not on training."""
     digest = hashlib.sha256()
     stat = (cells.folder / "labels.csv").stat()
-    key = [
+    key: list[object] = [
         "npz-v2",
         station.name,
         station.stride,
@@ -160,6 +192,8 @@ def _cache_path(station: Station, cells: Cells, cache: Path) -> Path:
         stat.st_mtime_ns,
     ]
     key += [(v.height, v.width) for v in station.views]
+    if station.align != "none":
+        key.append(station.align)
     digest.update(repr((key, cells.names)).encode())
     return cache / f"{station.name}-{digest.hexdigest()[:20]}.npz"
 

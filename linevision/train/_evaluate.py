@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from linevision.inference.align import AlignmentError
 from linevision.inference.reference import F32Array, ReferenceModel
 from linevision.inference.session import SessionOptions
 from linevision.log import get_logger
@@ -26,24 +27,42 @@ if TYPE_CHECKING:
 CHUNK = 32
 LATENCY_RUNS = 60
 MAX_LISTED = 20
+UNREGISTERED_MARGIN = 100.0
 
 log = get_logger(__name__)
 
 
 def margins(model: ReferenceModel, sets: list[Cells]) -> tuple[_compare.Labels, _compare.F64Array]:
-    """NG margins (logit P(NG)) of every cell, each folder against its own reference."""
+    """NG margins (logit P(NG)) of every cell, each folder against its own reference.
+
+    A cell with a view that cannot be registered onto its reference is NG in the runtime
+    (``AlignmentError``); it gets ``UNREGISTERED_MARGIN`` here.
+    """
     out: list[_compare.F64Array] = []
     for cells in sets:
         model.set_reference(cells.reference)
         for start in range(0, len(cells.labels), CHUNK):
             chunk = cells.views[start : start + CHUNK]
-            feats = [
-                model.encode_batch([c[v] for c in chunk], view)
-                for v, view in enumerate(model.view_names)
-            ]
-            out.append(_compare.ng_margin(model.logits(*feats)))
+            try:
+                out.append(_chunk_margins(model, chunk))
+            except AlignmentError:
+                out.append(np.concatenate([_cell_margin(model, cell) for cell in chunk]))
     labels = np.concatenate([c.labels for c in sets])
     return labels, np.concatenate(out)
+
+
+def _chunk_margins(model: ReferenceModel, chunk: list[tuple[Image, ...]]) -> _compare.F64Array:
+    feats = [
+        model.encode_batch([c[v] for c in chunk], view) for v, view in enumerate(model.view_names)
+    ]
+    return _compare.ng_margin(model.logits(*feats))
+
+
+def _cell_margin(model: ReferenceModel, cell: tuple[Image, ...]) -> _compare.F64Array:
+    try:
+        return _chunk_margins(model, [cell])
+    except AlignmentError:
+        return np.array([UNREGISTERED_MARGIN])
 
 
 def _errors(sets: list[Cells], labels: _compare.Labels, flagged: np.ndarray) -> dict[str, object]:

@@ -235,7 +235,7 @@ def _check_onnx(encoder: nn.Module, head: nn.Module, cells: Cells, out: Path) ->
         for v, view in enumerate(runtime.view_names):
             x = runtime.preprocess([c[v] for c in images], view)
             inspections.append(encoder(torch.from_numpy(x)))
-            ref = runtime.preprocess([cells.reference[v]], view)
+            ref = runtime.preprocess([cells.reference[v]], view, register=False)
             references.append(encoder(torch.from_numpy(ref)))
         torch_logits = head(inspections, references).numpy()
     diff = float(np.abs(_compare.ng_margin(torch_logits) - _compare.ng_margin(ort_logits)).max())
@@ -273,6 +273,7 @@ def _manifest(
         sha256s=sha,
         views=station.views,
         feature_output=FEATURES,
+        align=station.align,
     )
 
 

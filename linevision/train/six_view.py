@@ -183,6 +183,7 @@ STATION = Station(
     build=Trainable,
     architecture=(__doc__ or "").split("The patent's", 1)[-1].strip(),
     dynamic_size=True,
+    align="affine",
 )
 
 

@@ -11,9 +11,12 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
+from linevision.inference.align import AlignmentError
+from linevision.inference.classifier import PreprocessError
 from linevision.inference.manifest import ModelFileError, load_model_files
 from linevision.inference.reference import NoReferenceError, ReferenceModel
 from linevision.inference.session import SessionOptions
@@ -180,3 +183,31 @@ def test_a_tampered_or_missing_graph_refuses_to_load(tmp_path: Path) -> None:
     (target / "encoder.onnx").unlink()
     with pytest.raises(ModelFileError, match=r"encoder\.onnx"):
         ReferenceModel(target)
+
+
+def _with_align(tmp_path: Path, align: str) -> ReferenceModel:
+    target = _copy(tmp_path / align, "six_view")
+    manifest = json.loads((target / "manifest.json").read_text())
+    manifest["align"] = align
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    return ReferenceModel(target, SessionOptions(intra_op_threads=1))
+
+
+def test_an_aligned_model_registers_each_capture_onto_its_reference(tmp_path: Path) -> None:
+    aligned, plain = _with_align(tmp_path, "affine"), _with_align(tmp_path, "none")
+    refs = six_view.reference_views(six_view.dataset_design(TEST_SEED + 2))
+    with pytest.raises(NoReferenceError, match="set_reference first"):
+        aligned.encode(refs[0], "1")
+    aligned.set_reference(refs)
+    plain.set_reference(refs)
+    h, w = refs[0].shape
+    matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), 1.5, 1.01)
+    matrix[:, 2] += (5.0, -4.0)
+    moved = cv2.warpAffine(refs[0], matrix, (w, h), borderMode=cv2.BORDER_REPLICATE)
+    at_reference = plain.encode(refs[0], "1")
+    drift_aligned = np.abs(aligned.encode(moved, "1") - at_reference).mean()
+    drift_plain = np.abs(plain.encode(moved, "1") - at_reference).mean()
+    assert drift_aligned < 0.5 * drift_plain
+    with pytest.raises(AlignmentError, match="no registration"):
+        aligned.encode(np.full_like(refs[0], 128), "1")
+    assert isinstance(AlignmentError("x"), PreprocessError)  # the scheduler's bad_frame NG

@@ -134,3 +134,17 @@ def test_generation_is_fast() -> None:
     for i in range(12):
         sv.generate(DESIGN, sv.KINDS[i % len(sv.KINDS)], rng)
     assert (time.perf_counter() - start) / 12 * 1e3 < 60.0
+
+
+@pytest.mark.parametrize("kind", ["stain", "scratch"])
+def test_stains_and_scratches_keep_their_contrast_on_any_surface(kind: str) -> None:
+    """The contrast is to the surface under the defect (face, edge or label), not a fixed grey."""
+    ratios = []
+    for i in range(60):
+        cell = sv.sample_cell(sv.dataset_design(i), kind, np.random.default_rng([11, i]))
+        assert cell.defect is not None
+        v = cell.defect.view - 1
+        now = sv.canonical_views(cell)[v]
+        then = sv.canonical_views(cell.without_defect())[v]
+        ratios.append(float(np.abs(now - then).max()) / abs(cell.defect.level))
+    assert min(ratios) >= 0.5

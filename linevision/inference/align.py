@@ -1,0 +1,85 @@
+"""Register a captured view onto its reference view before the two are compared.
+
+Cameras see each cell with a small shift, rotation and scale of their own (a few pixels, a
+degree or two); the reference-compare networks tolerate one feature cell (8 px) of that, and
+everything beyond shows as a difference that hides small defects. ``align`` estimates the
+affine warp that maps the reference onto the capture by ECC (enhanced correlation
+coefficient: insensitive to gain and offset) on a half-size copy and resamples the capture
+into the reference's frame, so the features are compared where they belong.
+
+A warp that moves a corner of the view by more than ``MAX_CORNER_SHIFT`` of its diagonal, or
+an ECC that does not converge (a blank, foreign or badly placed part), raises
+``AlignmentError``: the runtime makes that cell NG with the reason rather than compare it
+unregistered.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from linevision.inference.classifier import PreprocessError
+
+SCALE: Final = 0.5
+ITERATIONS: Final = 50
+EPSILON: Final = 1e-4
+SMOOTHING: Final = 5
+MAX_CORNER_SHIFT: Final = 0.08
+
+Pixels = npt.NDArray[np.uint8]
+
+
+class AlignmentError(PreprocessError):
+    """A capture that cannot be registered onto its reference view."""
+
+
+def _gray(image: Pixels) -> npt.NDArray[np.float32]:
+    img = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    small = cv2.resize(img, None, fx=SCALE, fy=SCALE, interpolation=cv2.INTER_AREA)
+    return np.asarray(small, dtype=np.float32)
+
+
+def estimate(image: Pixels, reference: Pixels) -> npt.NDArray[np.float32]:
+    """The 2 x 3 affine warp taking reference coordinates to ``image`` coordinates."""
+    if image.shape[:2] != reference.shape[:2]:
+        msg = f"capture {image.shape[:2]} and reference {reference.shape[:2]} differ in size"
+        raise AlignmentError(msg)
+    start = np.eye(2, 3, dtype=np.float32)
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ITERATIONS, EPSILON)
+    template = _gray(reference)
+    everywhere = np.full(template.shape, 255, dtype=np.uint8)
+    try:
+        _, found = cv2.findTransformECC(
+            template, _gray(image), start, cv2.MOTION_AFFINE, criteria, everywhere, SMOOTHING
+        )
+    except cv2.error as exc:
+        msg = f"no registration onto the reference ({str(exc).strip().splitlines()[-1][:120]})"
+        raise AlignmentError(msg) from exc
+    warp = np.asarray(found, dtype=np.float32)
+    warp[:, 2] /= SCALE
+    h, w = image.shape[:2]
+    corners = np.array([[0, 0, 1], [w - 1, 0, 1], [0, h - 1, 1], [w - 1, h - 1, 1]], np.float32)
+    moved = corners @ warp.T - corners[:, :2]
+    shift = float(np.hypot(moved[:, 0], moved[:, 1]).max())
+    limit = MAX_CORNER_SHIFT * float(np.hypot(h, w))
+    if not np.isfinite(shift) or shift > limit:
+        msg = f"registration moves a corner {shift:.0f} px (limit {limit:.0f} px)"
+        raise AlignmentError(msg)
+    return warp
+
+
+def align(image: Pixels, reference: Pixels) -> Pixels:
+    """``image`` resampled into ``reference``'s frame (same size, 8-bit, gray or BGR)."""
+    warp = estimate(image, reference)
+    h, w = reference.shape[:2]
+    out = cv2.warpAffine(
+        image,
+        warp,
+        (w, h),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+    return np.asarray(out, dtype=np.uint8)
