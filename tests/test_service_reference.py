@@ -6,6 +6,8 @@ import os
 import shutil
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from linevision.bus import VerdictMessage
@@ -14,6 +16,7 @@ from linevision.service import Service
 from linevision.synth import seal_edge, six_view
 from tests.helpers import free_tcp_endpoint, run_service_and_collect
 
+BLANK_ROWS = (2, 6)
 MODELS = Path(
     os.environ.get("LINEVISION_MODELS", str(Path(__file__).resolve().parent.parent / "models"))
 )
@@ -91,6 +94,9 @@ def test_six_view_station_assembles_six_cameras_per_cell(tmp_path):
         folder.mkdir()
         for i, (cell, _) in enumerate(rows):
             shutil.copy(data / cell / f"{view}.png", folder / f"{i:04d}.png")
+            if view == 3 and i in BLANK_ROWS:  # a view the camera saw empty
+                blank = np.full(six_view.VIEW_SHAPES[2], 128, np.uint8)
+                cv2.imwrite(str(folder / f"{i:04d}.png"), blank)
         cameras.append(
             {
                 "id": f"v{view}",
@@ -126,10 +132,18 @@ def test_six_view_station_assembles_six_cameras_per_cell(tmp_path):
     cells = [m.cell_id for m in got]
     assert cells == sorted(set(cells))
     decided = [m for m in got if m.reason in (None, "defect")]
-    assert len(decided) >= 7
+    assert len(decided) >= 6
+    # a view that cannot be registered onto its reference makes its cell NG with the reason
+    unregistered = [m for m in got if m.reason == "bad_frame"]
+    assert unregistered
+    assert all(m.verdict == "NG" and "registration" in (m.label or "") for m in unregistered)
+    assert len(unregistered) <= len(BLANK_ROWS)
     assert all(m.model is not None and m.model.name == "six_view" for m in decided)
     counters = service.stations["six_view"].counters
-    assert counters["views_encoded"] >= 5 * counters["inspected"]
+    assert counters["bad_frame"] >= len(unregistered)
+    whole = counters["inspected"] - counters["bad_frame"]  # cells whose six views were encoded
+    assert counters["views_encoded"] >= 5 * whole
     model = service.stations["six_view"].station.model  # type: ignore[attr-defined]
     # the six reference views are encoded once; after that, one encoding per arriving view
-    assert model.encoder_runs == 6 + counters["views_encoded"] + counters["inspected"]
+    # (a view refused at registration never reaches the encoder)
+    assert model.encoder_runs == 6 + counters["views_encoded"] + whole

@@ -4,8 +4,11 @@ Cameras see each cell with a small shift, rotation and scale of their own (a few
 degree or two); the reference-compare networks tolerate one feature cell (8 px) of that, and
 everything beyond shows as a difference that hides small defects. ``align`` estimates the
 affine warp that maps the reference onto the capture by ECC (enhanced correlation
-coefficient: insensitive to gain and offset) on a half-size copy and resamples the capture
-into the reference's frame, so the features are compared where they belong.
+coefficient: insensitive to gain and offset) on a half-size copy (smaller for views longer
+than 384 px) and resamples the capture into the reference's frame, so the features are
+compared where they belong. When ECC from no shift does not converge, it starts again from
+the shift phase correlation finds (larger displacements). A reference view with next to no
+structure (a plain band) is compared as captured.
 
 A warp that moves a corner of the view by more than ``MAX_CORNER_SHIFT`` of its diagonal, or
 an ECC that does not converge (a blank, foreign or badly placed part), raises
@@ -24,43 +27,80 @@ import numpy.typing as npt
 from linevision.inference.classifier import PreprocessError
 
 SCALE: Final = 0.5
+WORK_SIDE: Final = 192
 ITERATIONS: Final = 50
 EPSILON: Final = 1e-4
 SMOOTHING: Final = 5
 MAX_CORNER_SHIFT: Final = 0.08
+FEATURELESS_STD: Final = 2.0
 
 Pixels = npt.NDArray[np.uint8]
+Warp = npt.NDArray[np.float32]
 
 
 class AlignmentError(PreprocessError):
     """A capture that cannot be registered onto its reference view."""
 
 
+def working_scale(shape: tuple[int, ...]) -> float:
+    """Half size, or less for a view whose longer side exceeds 2 x ``WORK_SIDE``."""
+    return min(SCALE, WORK_SIDE / max(shape[0], shape[1]))
+
+
 def _gray(image: Pixels) -> npt.NDArray[np.float32]:
     img = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
-    small = cv2.resize(img, None, fx=SCALE, fy=SCALE, interpolation=cv2.INTER_AREA)
+    scale = working_scale(image.shape)
+    small = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     return np.asarray(small, dtype=np.float32)
 
 
-def estimate(image: Pixels, reference: Pixels) -> npt.NDArray[np.float32]:
+def _initial_shift(template: npt.NDArray[np.float32], image: npt.NDArray[np.float32]) -> Warp:
+    """A translation-only start for ECC from phase correlation (larger shifts converge)."""
+    window = cv2.createHanningWindow((template.shape[1], template.shape[0]), cv2.CV_32F)
+    (dx, dy), _ = cv2.phaseCorrelate(template, image, window)
+    start = np.eye(2, 3, dtype=np.float32)
+    start[:, 2] = (dx, dy)
+    return start
+
+
+def _featureless(template: npt.NDArray[np.float32]) -> bool:
+    """Too little structure to register on: the view is compared as captured."""
+    smooth = cv2.GaussianBlur(template, (0, 0), 1.0)
+    return float(np.std(smooth)) < FEATURELESS_STD
+
+
+def estimate(image: Pixels, reference: Pixels) -> Warp:
     """The 2 x 3 affine warp taking reference coordinates to ``image`` coordinates."""
     if image.shape[:2] != reference.shape[:2]:
         msg = f"capture {image.shape[:2]} and reference {reference.shape[:2]} differ in size"
         raise AlignmentError(msg)
-    start = np.eye(2, 3, dtype=np.float32)
+    template, moving = _gray(reference), _gray(image)
+    if _featureless(template):
+        return np.eye(2, 3, dtype=np.float32)
+    try:
+        return _ecc(template, moving, np.eye(2, 3, dtype=np.float32), image.shape[:2])
+    except AlignmentError:
+        return _ecc(template, moving, _initial_shift(template, moving), image.shape[:2])
+
+
+def _ecc(
+    template: npt.NDArray[np.float32],
+    moving: npt.NDArray[np.float32],
+    start: Warp,
+    shape: tuple[int, ...],
+) -> Warp:
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ITERATIONS, EPSILON)
-    template = _gray(reference)
     everywhere = np.full(template.shape, 255, dtype=np.uint8)
     try:
         _, found = cv2.findTransformECC(
-            template, _gray(image), start, cv2.MOTION_AFFINE, criteria, everywhere, SMOOTHING
+            template, moving, start, cv2.MOTION_AFFINE, criteria, everywhere, SMOOTHING
         )
     except cv2.error as exc:
         msg = f"no registration onto the reference ({str(exc).strip().splitlines()[-1][:120]})"
         raise AlignmentError(msg) from exc
     warp = np.asarray(found, dtype=np.float32)
-    warp[:, 2] /= SCALE
-    h, w = image.shape[:2]
+    warp[:, 2] /= working_scale(shape)
+    h, w = shape[0], shape[1]
     corners = np.array([[0, 0, 1], [w - 1, 0, 1], [0, h - 1, 1], [w - 1, h - 1, 1]], np.float32)
     moved = corners @ warp.T - corners[:, :2]
     shift = float(np.hypot(moved[:, 0], moved[:, 1]).max())

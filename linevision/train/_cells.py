@@ -40,7 +40,7 @@ class Station:
     input_spec: InputSpec
     normalisation: Normalisation
     stride: int
-    build: Callable[[], nn.Module]
+    build: Callable[..., nn.Module]
     architecture: str
     dynamic_size: bool
     align: Literal["none", "affine"] = "none"

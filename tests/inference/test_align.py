@@ -18,9 +18,7 @@ def _captured(
     h, w = view.shape
     matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, scale)
     matrix[:, 2] += shift
-    moved = cv2.warpAffine(
-        view.astype(np.float32), matrix, (w, h), borderMode=cv2.BORDER_REPLICATE
-    )
+    moved = cv2.warpAffine(view.astype(np.float32), matrix, (w, h), borderMode=cv2.BORDER_REPLICATE)
     noise = np.random.default_rng(seed).normal(0.0, 2.0, moved.shape)
     out = np.clip(moved * 1.1 - 6.0 + noise, 0, 255).astype(np.uint8)
     return out, matrix
@@ -73,3 +71,17 @@ def test_a_part_far_out_of_place_is_refused() -> None:
 def test_a_capture_of_another_size_is_refused() -> None:
     with pytest.raises(AlignmentError, match="differ in size"):
         align(REFERENCE[2], REFERENCE[0])
+
+
+def test_a_shift_beyond_the_ecc_basin_is_found_from_phase_correlation() -> None:
+    ref = REFERENCE[0]
+    image, matrix = _captured(ref, 0.8, 1.0, (18.0, -14.0), seed=4)
+    warp = estimate(image, ref)
+    assert np.abs(warp[:, 2] - matrix[:, 2]).max() < 1.0
+
+
+def test_a_featureless_view_is_compared_as_captured() -> None:
+    band = np.full((64, 256), 150, np.uint8)
+    image = np.clip(band + np.random.default_rng(1).normal(0, 1.0, band.shape), 0, 255)
+    out = align(image.astype(np.uint8), band)
+    assert np.array_equal(out, image.astype(np.uint8))
