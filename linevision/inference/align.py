@@ -4,11 +4,11 @@ Cameras see each cell with a small shift, rotation and scale of their own (a few
 degree or two); the reference-compare networks tolerate one feature cell (8 px) of that, and
 everything beyond shows as a difference that hides small defects. ``align`` estimates the
 affine warp that maps the reference onto the capture by ECC (enhanced correlation
-coefficient: insensitive to gain and offset) on a half-size copy (smaller for views longer
-than 384 px) and resamples the capture into the reference's frame, so the features are
-compared where they belong. When ECC from no shift does not converge, it starts again from
-the shift phase correlation finds (larger displacements). A reference view with next to no
-structure (a plain band) is compared as captured.
+coefficient: insensitive to gain and offset) on a half-size copy and resamples the capture
+into the reference's frame, so the features are compared where they belong. When ECC from
+no shift does not converge, it starts again from the shift phase correlation finds (larger
+displacements). A reference view with next to no structure (a plain band) is compared as
+captured.
 
 A warp that moves a corner of the view by more than ``MAX_CORNER_SHIFT`` of its diagonal, or
 an ECC that does not converge (a blank, foreign or badly placed part), raises
@@ -27,7 +27,6 @@ import numpy.typing as npt
 from linevision.inference.classifier import PreprocessError
 
 SCALE: Final = 0.5
-WORK_SIDE: Final = 192
 ITERATIONS: Final = 50
 EPSILON: Final = 1e-4
 SMOOTHING: Final = 5
@@ -42,15 +41,9 @@ class AlignmentError(PreprocessError):
     """A capture that cannot be registered onto its reference view."""
 
 
-def working_scale(shape: tuple[int, ...]) -> float:
-    """Half size, or less for a view whose longer side exceeds 2 x ``WORK_SIDE``."""
-    return min(SCALE, WORK_SIDE / max(shape[0], shape[1]))
-
-
 def _gray(image: Pixels) -> npt.NDArray[np.float32]:
     img = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
-    scale = working_scale(image.shape)
-    small = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    small = cv2.resize(img, None, fx=SCALE, fy=SCALE, interpolation=cv2.INTER_AREA)
     return np.asarray(small, dtype=np.float32)
 
 
@@ -99,7 +92,7 @@ def _ecc(
         msg = f"no registration onto the reference ({str(exc).strip().splitlines()[-1][:120]})"
         raise AlignmentError(msg) from exc
     warp = np.asarray(found, dtype=np.float32)
-    warp[:, 2] /= working_scale(shape)
+    warp[:, 2] /= SCALE
     h, w = shape[0], shape[1]
     corners = np.array([[0, 0, 1], [w - 1, 0, 1], [0, h - 1, 1], [w - 1, h - 1, 1]], np.float32)
     moved = corners @ warp.T - corners[:, :2]
