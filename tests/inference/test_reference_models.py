@@ -212,3 +212,18 @@ def test_an_aligned_model_registers_each_capture_onto_its_reference(tmp_path: Pa
     with pytest.raises(AlignmentError, match="no registration"):
         aligned.encode(np.full_like(refs[0], 128), "1")
     assert isinstance(AlignmentError("x"), PreprocessError)  # the scheduler's bad_frame NG
+
+
+def test_training_evaluation_scores_an_unregistrable_cell_as_ng(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from linevision.train import _evaluate  # noqa: PLC0415
+    from linevision.train._cells import load_cells  # noqa: PLC0415
+
+    six_view.write_dataset(tmp_path / "d", 4, seed=TEST_SEED + 3)
+    cv2.imwrite(str(tmp_path / "d" / "00002_OK" / "2.png"), np.full((384, 256), 90, np.uint8))
+    labels, margins = _evaluate.margins(
+        _model("six_view"), [load_cells(tmp_path / "d", "six_view")]
+    )
+    assert labels.tolist() == [0, 1, 0, 1]
+    assert margins[2] == _evaluate.UNREGISTERED_MARGIN
+    assert np.all(margins[[0, 1, 3]] < _evaluate.UNREGISTERED_MARGIN)

@@ -97,6 +97,16 @@ def test_six_view_trains_and_evaluates_on_a_foreign_folder(tmp_path: Path, capsy
     assert report["n"] == CELLS
     assert sum(map(sum, report["confusion"])) == CELLS
     assert 0.0 <= report["auroc"] <= 1.0
+    # a good cell whose camera saw nothing cannot be registered: NG, as in the daemon
+    for c in range(0, CELLS, 2):
+        cv2.imwrite(str(data / f"cell{c:03d}" / "1.png"), np.full((*SIZES[0], 3), 90, np.uint8))
+    assert (
+        main(["eval", "--station", "six_view", "--data", str(data), "--model", str(out), "--json"])
+        == 0
+    )
+    blanked = json.loads(capsys.readouterr().out)
+    assert blanked["n"] == CELLS
+    assert blanked["ok_false_reject"] == 1.0
 
 
 def test_a_view_scale_enlarges_every_view_and_the_head_follows() -> None:
