@@ -116,6 +116,9 @@ class Manifest(_Model):
     inspection and reference features and returns (OK, NG) logits as ``output``. ``threshold``
     is then the P(NG) at or above which a cell is NG. ``align`` ``affine``: each capture is
     registered onto its reference view (``linevision.inference.align``) before encoding.
+    ``residual`` ``envelope`` (needs ``align``): the inspection features carry two more
+    channels, the registered capture's pixel residual against its reference
+    (``linevision.inference.residual``), pooled to the feature map's cells.
     """
 
     schema_version: Literal[1] = 1
@@ -137,6 +140,7 @@ class Manifest(_Model):
     views: tuple[ViewSpec, ...] = ()
     feature_output: str | None = None
     align: Literal["none", "affine"] = "none"
+    residual: Literal["none", "envelope"] = "none"
     tile_anomaly: TileAnomalySpec | None = None
 
     @model_validator(mode="after")
@@ -157,6 +161,9 @@ class Manifest(_Model):
             raise ValueError(msg)
         if not self.views or self.feature_output is None:
             msg = "reference_compare needs views and feature_output"
+            raise ValueError(msg)
+        if self.residual != "none" and self.align == "none":
+            msg = "residual needs align: a pixel residual is only meaningful on registered views"
             raise ValueError(msg)
         return self
 

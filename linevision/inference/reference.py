@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from linevision.inference import residual as pixel_residual
 from linevision.inference.align import align
 from linevision.inference.classifier import fit_input, normalise
 from linevision.inference.manifest import Manifest, ModelFileError, ViewSpec, load_model_files
@@ -69,6 +70,7 @@ class ReferenceModel:
         )
         self._reference: tuple[F32Array, ...] | None = None
         self._reference_pixels: dict[str, npt.NDArray[Any]] = {}
+        self._envelopes: dict[str, pixel_residual.Envelope] = {}
         self.encoder_runs = 0
         self.load_ms = (time.perf_counter() - t0) * 1000.0
         log.info(
@@ -112,10 +114,10 @@ class ReferenceModel:
             raise ValueError(msg)
         return spec
 
-    def preprocess(
+    def registered(
         self, images: Sequence[Image], view: str | None = None, *, register: bool = True
-    ) -> F32Array:
-        """Images of one view -> (N, channels, height, width) as the model was trained on.
+    ) -> list[npt.NDArray[Any]]:
+        """Images of one view in the model's size and colours, registered when it aligns.
 
         A model with ``align: affine`` registers each image onto the view's reference first
         (``register=False`` skips that, for the reference itself); ``AlignmentError`` when an
@@ -130,17 +132,44 @@ class ReferenceModel:
                 msg = f"model {self.ref.name}: set_reference first (captures are aligned to it)"
                 raise NoReferenceError(msg)
             pixels = [align(px, reference) for px in pixels]
+        return pixels
+
+    def preprocess(
+        self, images: Sequence[Image], view: str | None = None, *, register: bool = True
+    ) -> F32Array:
+        """Images of one view -> (N, channels, height, width) as the model was trained on."""
         norm = self.manifest.normalisation
+        pixels = self.registered(images, view, register=register)
         return np.stack([normalise(px, norm) for px in pixels])
+
+    def residual(self, pixels: Sequence[npt.NDArray[Any]], view: str, rows: int) -> F32Array:
+        """(N, 2, rows, cols): the registered captures' pixel residual channels of ``view``."""
+        envelope = self._envelopes.get(view)
+        if envelope is None:
+            msg = f"model {self.ref.name}: set_reference first (the residual needs it)"
+            raise NoReferenceError(msg)
+        stride = self.views[view].height // rows
+        return np.stack([pixel_residual.channels(px, envelope, stride) for px in pixels])
 
     def encode_batch(
         self, images: Sequence[Image], view: str | None = None, *, register: bool = True
     ) -> F32Array:
-        """Feature maps (N, C, h, w) of several images of one view."""
-        x = self.preprocess(images, view, register=register)
+        """Feature maps (N, C, h, w) of several images of one view.
+
+        With ``residual`` in the manifest, inspection maps (``register=True``) carry the two
+        residual channels after the encoder's.
+        """
+        spec = self._view(view)
+        pixels = self.registered(images, spec.name, register=register)
+        norm = self.manifest.normalisation
+        x = np.stack([normalise(px, norm) for px in pixels])
         self.encoder_runs += 1
         out = self._encoder.run([self.manifest.feature_output], {self.manifest.input.name: x})
-        return np.asarray(out[0], dtype=np.float32)
+        features = np.asarray(out[0], dtype=np.float32)
+        if register and self.manifest.residual != "none":
+            extra = self.residual(pixels, spec.name, features.shape[2])
+            features = np.concatenate([features, extra], axis=1)
+        return features
 
     def encode(self, image: Image, view: str | None = None) -> F32Array:
         """The feature map (1, C, h, w) of one image of ``view`` (optional for one view)."""
@@ -161,6 +190,10 @@ class ReferenceModel:
             v: fit_input(img, self.manifest.input.model_copy(update=self._size(v)))
             for v, img in pairs
         }
+        if self.manifest.residual != "none":
+            self._envelopes = {
+                v: pixel_residual.Envelope.of(px) for v, px in self._reference_pixels.items()
+            }
         log.info(
             "reference_set", model=self.ref.name, ms=round((time.perf_counter() - t0) * 1e3, 2)
         )

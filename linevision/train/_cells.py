@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Final, Literal, overload
 
 import numpy as np
 
+from linevision.inference import residual as pixel_residual
 from linevision.inference.align import AlignmentError, align
 from linevision.inference.classifier import fit_input, normalise
 from linevision.inference.manifest import InputSpec, Normalisation, ViewSpec
@@ -44,6 +45,7 @@ class Station:
     architecture: str
     dynamic_size: bool
     align: Literal["none", "affine"] = "none"
+    residual: Literal["none", "envelope"] = "none"
 
 
 class LazyViews(Sequence[tuple["Image", ...]]):
@@ -119,12 +121,17 @@ def load_sets(
 
 @dataclass
 class Cached:
-    """Stem features per view (N, C, h, w) float16, labels, references per folder, folder index."""
+    """Stem features per view (N, C, h, w) float16, labels, references per folder, folder index.
+
+    ``residuals``: per view (N, 2, h, w) float16, the pixel residual channels of each
+    registered capture (empty when the station has none).
+    """
 
     features: list[np.ndarray]
     labels: _compare.Labels
     references: list[np.ndarray]
     folder: np.ndarray
+    residuals: list[np.ndarray]
 
 
 def view_input(station: Station, view: ViewSpec) -> InputSpec:
@@ -133,11 +140,12 @@ def view_input(station: Station, view: ViewSpec) -> InputSpec:
 
 def _stem_features(
     station: Station, session: object, cells: Cells
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Stem features per view (N, C, h, w) and the reference's (1, C, h, w), float16.
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Stem features per view (N, C, h, w), the reference's (1, C, h, w), residuals; float16.
 
     With ``station.align`` each view is first registered onto the reference, as the runtime
-    does; a view that cannot be (counted in the log) is used as captured.
+    does; a view that cannot be (counted in the log) is used as captured. With
+    ``station.residual`` each registered view's pixel residual channels come too.
     """
     run = getattr(session, "run")  # noqa: B009
     failures = 0
@@ -154,29 +162,32 @@ def _stem_features(
 
     def encode(
         images: Sequence[Image], spec: InputSpec, reference: Image | None = None
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, np.ndarray]:
         ref = None if reference is None else fit_input(reference, spec)
-        x = [
-            normalise(registered(fit_input(img, spec), ref), station.normalisation)
-            for img in images
-        ]
+        pixels = [registered(fit_input(img, spec), ref) for img in images]
+        x = [normalise(px, station.normalisation) for px in pixels]
         out = [
             np.asarray(run(None, {IMAGE: np.stack(x[i : i + 32])})[0], dtype=np.float16)
             for i in range(0, len(x), 32)
         ]
-        return np.concatenate(out)
+        features = np.concatenate(out)
+        if ref is None or station.residual == "none":
+            return features, np.zeros((len(x), 0, 1, 1), np.float16)
+        envelope = pixel_residual.Envelope.of(ref)
+        extra = [pixel_residual.channels(px, envelope, station.stride) for px in pixels]
+        return features, np.stack(extra).astype(np.float16)
 
     specs = [view_input(station, view) for view in station.views]
     images = cells.views[:]
     aligned = station.align == "affine"
-    features = [
+    encoded = [
         encode([c[v] for c in images], spec, cells.reference[v] if aligned else None)
         for v, spec in enumerate(specs)
     ]
-    references = [encode([cells.reference[v]], spec) for v, spec in enumerate(specs)]
+    references = [encode([cells.reference[v]], spec)[0] for v, spec in enumerate(specs)]
     if failures:
         log.warning("align_failed", folder=str(cells.folder), views=failures)
-    return features, references
+    return [f for f, _ in encoded], references, [r for _, r in encoded]
 
 
 def _cache_path(station: Station, cells: Cells, cache: Path) -> Path:
@@ -184,7 +195,7 @@ def _cache_path(station: Station, cells: Cells, cache: Path) -> Path:
     digest = hashlib.sha256()
     stat = (cells.folder / "labels.csv").stat()
     key: list[object] = [
-        "npz-v2",
+        "npz-v3",
         station.name,
         station.stride,
         str(cells.folder.resolve()),
@@ -194,6 +205,8 @@ def _cache_path(station: Station, cells: Cells, cache: Path) -> Path:
     key += [(v.height, v.width) for v in station.views]
     if station.align != "none":
         key.append(station.align)
+    if station.residual != "none":
+        key += [station.residual, pixel_residual.VERSION]
     digest.update(repr((key, cells.names)).encode())
     return cache / f"{station.name}-{digest.hexdigest()[:20]}.npz"
 
@@ -203,21 +216,23 @@ def cache_features(
 ) -> Cached:
     """Stem features of every folder, read from ``cache`` when an earlier run stored them."""
     per_folder = []
+    count = len(station.views)
     for cells in sets:
         path = _cache_path(station, cells, cache) if cache else None
         if path is not None and path.is_file():
             with np.load(path) as stored:
-                count = len(station.views)
-                feats = [stored[f"arr_{v}"] for v in range(count)]
-                refs = [stored[f"arr_{count + v}"] for v in range(count)]
+                arrays = [stored[f"arr_{i}"] for i in range(3 * count)]
         else:
-            feats, refs = _stem_features(station, session, cells)
+            feats, refs, extra = _stem_features(station, session, cells)
+            arrays = [*feats, *refs, *extra]
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                np.savez(path, *feats, *refs)
-        per_folder.append((feats, refs))
-    features = [np.concatenate([f[v] for f, _ in per_folder]) for v in range(len(station.views))]
-    references = [np.concatenate([r[v] for _, r in per_folder]) for v in range(len(station.views))]
+                np.savez(path, *arrays)
+        per_folder.append(arrays)
+
+    def joined(offset: int) -> list[np.ndarray]:
+        return [np.concatenate([a[offset + v] for a in per_folder]) for v in range(count)]
+
     labels = np.concatenate([s.labels for s in sets])
     folder = np.concatenate([np.full(len(s.labels), i) for i, s in enumerate(sets)])
-    return Cached(features, labels, references, folder)
+    return Cached(joined(0), labels, joined(count), folder, joined(2 * count))

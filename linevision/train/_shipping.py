@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from linevision.inference import residual as pixel_residual
+from linevision.inference.classifier import normalise
 from linevision.inference.manifest import (
     Manifest,
     sha256_file,
@@ -66,6 +68,8 @@ class RunConfig:
     threads: int = 2
     cache: Path | None = None
     view_scale: int = 1
+    stride: int = 8
+    residual: bool = False
 
 
 def _forward(model: nn.Module, cached: Cached, index: np.ndarray) -> torch.Tensor:
@@ -73,10 +77,16 @@ def _forward(model: nn.Module, cached: Cached, index: np.ndarray) -> torch.Tenso
     folders, inverse = np.unique(cached.folder[index], return_inverse=True)
     inspections, references = [], []
     adapter: nn.Module = getattr(model, "adapter")  # noqa: B009
-    for feats, refs in zip(cached.features, cached.references, strict=True):
+    for feats, refs, extra in zip(
+        cached.features, cached.references, cached.residuals, strict=True
+    ):
         x = torch.from_numpy(np.concatenate([feats[index], refs[folders]]).astype(np.float32))
         y = adapter(x)
-        inspections.append(y[: len(index)])
+        inspection = y[: len(index)]
+        if extra.shape[1]:
+            residual = torch.from_numpy(extra[index].astype(np.float32))
+            inspection = torch.cat([inspection, residual], dim=1)
+        inspections.append(inspection)
         references.append(y[len(index) :][torch.from_numpy(inverse)])
     head: nn.Module = getattr(model, "head")  # noqa: B009
     logits: torch.Tensor = head(inspections, references)
@@ -145,6 +155,9 @@ def run(station: Station, config: RunConfig) -> Manifest:
         "train_ng": int(cached["train"].labels.sum()),
         "val_samples": len(cached["val"].labels),
         "architecture": station.architecture,
+        "stem_stride": station.stride,
+        "view_scale": config.view_scale,
+        "residual": station.residual,
         "parameters": sum(int(p.numel()) for p in (*encoder.parameters(), *head.parameters())),
         "trainable_parameters": sum(int(p.numel()) for p in model.parameters()),
         "optimizer": "AdamW",
@@ -202,6 +215,14 @@ class _FlatHead(nn.Module):
         return logits
 
 
+def _with_residual(station: Station, features: torch.Tensor) -> torch.Tensor:
+    """Inspection maps as the runtime feeds them: the residual channels (here zero) appended."""
+    if station.residual == "none":
+        return features
+    n, _, h, w = features.shape
+    return torch.cat([features, torch.zeros(n, pixel_residual.CHANNELS, h, w)], dim=1)
+
+
 def _export_head(station: Station, encoder: nn.Module, head: nn.Module, path: Path) -> None:
     with torch.inference_mode():
         maps = [encoder(torch.zeros(2, 1, v.height, v.width)) for v in station.views]
@@ -212,7 +233,7 @@ def _export_head(station: Station, encoder: nn.Module, head: nn.Module, path: Pa
     axes[LOGITS] = {0: "batch"}
     _compare.export_onnx(
         _FlatHead(head, len(station.views)),
-        (*maps, *(m[:1] for m in maps)),
+        (*(_with_residual(station, m) for m in maps), *(m[:1] for m in maps)),
         path,
         ([*inspections, *references], [LOGITS]),
         axes,
@@ -234,8 +255,13 @@ def _check_onnx(encoder: nn.Module, head: nn.Module, cells: Cells, out: Path) ->
     with torch.inference_mode():
         inspections, references = [], []
         for v, view in enumerate(runtime.view_names):
-            x = runtime.preprocess([c[v] for c in images], view)
-            inspections.append(encoder(torch.from_numpy(x)))
+            pixels = runtime.registered([c[v] for c in images], view)
+            x = np.stack([normalise(px, runtime.manifest.normalisation) for px in pixels])
+            features = encoder(torch.from_numpy(x))
+            if runtime.manifest.residual != "none":
+                extra = runtime.residual(pixels, view, features.shape[2])
+                features = torch.cat([features, torch.from_numpy(extra)], dim=1)
+            inspections.append(features)
             ref = runtime.preprocess([cells.reference[v]], view, register=False)
             references.append(encoder(torch.from_numpy(ref)))
         torch_logits = head(inspections, references).numpy()
@@ -275,6 +301,7 @@ def _manifest(
         views=station.views,
         feature_output=FEATURES,
         align=station.align,
+        residual=station.residual,
     )
 
 
@@ -311,6 +338,19 @@ def parse_args(
             default=1,
             help="enlarge every view this many times (finer features; ~5x the CPU at 2)",
         )
+        parser.add_argument(
+            "--stride",
+            type=int,
+            default=8,
+            choices=(4, 8),
+            help="output stride of the frozen stem's features (4: finer grid, shallower)",
+        )
+        parser.add_argument(
+            "--residual",
+            action=argparse.BooleanOptionalAction,
+            default=False,
+            help="add the registered views' pixel residual channels to the comparison",
+        )
     a = parser.parse_args(argv)
     return RunConfig(
         data=tuple(a.data),
@@ -327,4 +367,6 @@ def parse_args(
         threads=a.threads,
         cache=a.cache,
         view_scale=getattr(a, "view_scale", 1),
+        stride=getattr(a, "stride", 8),
+        residual=getattr(a, "residual", False),
     )

@@ -55,9 +55,9 @@ BLOCKS: Final[tuple[BlockSpec, ...]] = (
     *_stage(4, 5, 2, 6, (112, 192)),
     *_stage(1, 3, 1, 6, (192, 320)),
 )
-STRIDE_BLOCKS: Final[dict[int, int]] = {8: 5, 16: 11, 32: 16}
+STRIDE_BLOCKS: Final[dict[int, int]] = {4: 3, 8: 5, 16: 11, 32: 16}
 """Output stride -> number of blocks after the stem that reach it (blocks 0..n-1)."""
-STRIDE_CHANNELS: Final[dict[int, int]] = {8: 40, 16: 112, 32: 320}
+STRIDE_CHANNELS: Final[dict[int, int]] = {4: 24, 8: 40, 16: 112, 32: 320}
 
 
 class SameConv2d(nn.Conv2d):
@@ -119,10 +119,10 @@ class EfficientNetLite0(nn.Module):
         self._fc = nn.Linear(HEAD_CHANNELS, num_classes)
 
     def features(self, x: torch.Tensor, strides: tuple[int, ...] = (8, 16)) -> list[torch.Tensor]:
-        """Feature maps after the last block of each output stride in ``strides`` (8, 16, 32)."""
+        """Feature maps after the last block of each output stride in ``strides`` (4, 8, 16, 32)."""
         unknown = [s for s in strides if s not in STRIDE_BLOCKS]
         if unknown:
-            msg = f"unsupported output strides {unknown}; expected a subset of (8, 16, 32)"
+            msg = f"unsupported output strides {unknown}; expected a subset of (4, 8, 16, 32)"
             raise ValueError(msg)
         wanted = {STRIDE_BLOCKS[s]: s for s in strides}
         found: dict[int, torch.Tensor] = {}
@@ -152,8 +152,8 @@ class Stem(nn.Module):
 
     def __init__(self, net: EfficientNetLite0, stride: int) -> None:
         super().__init__()
-        if stride not in (8, 16):
-            msg = f"stem stride must be 8 or 16, got {stride}"
+        if stride not in (4, 8, 16):
+            msg = f"stem stride must be 4, 8 or 16, got {stride}"
             raise ValueError(msg)
         self.stride = stride
         self.channels = STRIDE_CHANNELS[stride]

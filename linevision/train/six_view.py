@@ -43,6 +43,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from linevision.inference import residual as pixel_residual
 from linevision.inference.manifest import InputSpec, Normalisation, ViewSpec
 from linevision.log import configure, get_logger
 from linevision.synth import six_view as synth
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 
 NAME: Final = "six_view"
 STRIDE: Final = 8
+STRIDES: Final = (4, 8)
 DIM: Final = 16
 GRID: Final = (8, 16)
 WIDTH: Final = 48
@@ -72,9 +74,9 @@ VIEWS: Final = tuple(
 )
 
 
-def pools(views: Sequence[ViewSpec]) -> tuple[tuple[int, int], ...]:
-    """Max-pool sizes that bring each view's stride-8 map onto the common grid."""
-    return tuple((v.height // STRIDE // GRID[0], v.width // STRIDE // GRID[1]) for v in views)
+def pools(views: Sequence[ViewSpec], stride: int = STRIDE) -> tuple[tuple[int, int], ...]:
+    """Max-pool sizes that bring each view's stem map onto the common grid."""
+    return tuple((v.height // stride // GRID[0], v.width // stride // GRID[1]) for v in views)
 
 
 INPUT = InputSpec(name="image", channels=1, height=VIEWS[0].height, width=VIEWS[0].width)
@@ -145,13 +147,20 @@ class EnvelopeDifference(nn.Module):
 
 
 class Head(nn.Module):
-    """Six inspection maps and six reference maps -> (OK, NG) logits."""
+    """Six inspection maps and six reference maps -> (OK, NG) logits.
 
-    def __init__(self, views: Sequence[ViewSpec] = VIEWS) -> None:
+    With ``extra`` > 0 each inspection map carries that many channels after its ``DIM``
+    features (the pixel residual, ``linevision.inference.residual``); they join the
+    difference and the inspection features in the per-view 1x1 conv.
+    """
+
+    def __init__(
+        self, views: Sequence[ViewSpec] = VIEWS, stride: int = STRIDE, extra: int = 0
+    ) -> None:
         super().__init__()
-        self.pools = pools(views)
+        self.pools = pools(views, stride)
         self.aligned = EnvelopeDifference()
-        self.difference = conv_bn(2 * DIM, DIM, kernel=1)
+        self.difference = conv_bn(2 * DIM + extra, DIM, kernel=1)
         channels = DIM * len(views)
         self.cnn = nn.Sequential(
             conv_bn(channels, WIDTH),
@@ -167,7 +176,8 @@ class Head(nn.Module):
     ) -> torch.Tensor:
         maps = []
         for insp, ref, pool in zip(inspections, references, self.pools, strict=True):
-            d = self.difference(torch.cat([self.aligned(insp, ref), insp], dim=1))
+            features, extra = insp[:, :DIM], insp[:, DIM:]
+            d = self.difference(torch.cat([self.aligned(features, ref), features, extra], dim=1))
             maps.append(functional.max_pool2d(d, pool) if pool != (1, 1) else d)
         x = self.cnn(torch.cat(maps, dim=1))
         logits: torch.Tensor = self.fc(self.flatten(x))
@@ -177,10 +187,12 @@ class Head(nn.Module):
 class Trainable(nn.Module):
     """The trained layers: the encoder's spatial attention (after the frozen stem), the head."""
 
-    def __init__(self, views: Sequence[ViewSpec] = VIEWS) -> None:
+    def __init__(
+        self, views: Sequence[ViewSpec] = VIEWS, stride: int = STRIDE, extra: int = 0
+    ) -> None:
         super().__init__()
-        self.adapter = SpatialAttention(STRIDE_CHANNELS[STRIDE], DIM)
-        self.head = Head(views)
+        self.adapter = SpatialAttention(STRIDE_CHANNELS[stride], DIM)
+        self.head = Head(views, stride, extra)
 
 
 STATION = Station(
@@ -196,16 +208,22 @@ STATION = Station(
 )
 
 
-def scaled(factor: int) -> Station:
-    """The station with every view ``factor`` times larger (finer features, ~5x the time at 2).
+def scaled(factor: int, stride: int = STRIDE, *, residual: bool = False) -> Station:
+    """The station with every view ``factor`` times larger and features at ``stride``.
 
-    The runtime resizes each capture to the manifest's view sizes, so a model trained this way
-    runs unchanged; sizes stay multiples of 32 and fit the common grid for any whole factor.
+    ``factor`` 2 gives finer features at ~5x the time; ``stride`` 4 (the stem's blocks 0-2,
+    24 channels) gives the same grid as scale 2 at less than scale 1's stem cost, with
+    shallower features. The runtime resizes each capture to the manifest's view sizes, so a
+    model trained either way runs unchanged; sizes stay multiples of 32 and fit the common
+    grid for any whole factor.
     """
     if factor < 1:
         msg = f"--view-scale must be a whole number >= 1, got {factor}"
         raise ValueError(msg)
-    if factor == 1:
+    if stride not in STRIDES:
+        msg = f"--stride must be one of {STRIDES}, got {stride}"
+        raise ValueError(msg)
+    if factor == 1 and stride == STRIDE and not residual:
         return STATION
     views = tuple(
         v.model_copy(update={"height": v.height * factor, "width": v.width * factor}) for v in VIEWS
@@ -215,7 +233,9 @@ def scaled(factor: int) -> Station:
         STATION,
         views=views,
         input_spec=INPUT.model_copy(update=size),
-        build=partial(Trainable, views),
+        stride=stride,
+        build=partial(Trainable, views, stride, pixel_residual.CHANNELS if residual else 0),
+        residual="envelope" if residual else "none",
     )
 
 
@@ -223,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(fmt="json")
     config = parse_args(NAME, argv, view_scale=True)
     log.info("train_start", **{k: str(v) for k, v in vars(config).items()})
-    run(scaled(config.view_scale), config)
+    run(scaled(config.view_scale, config.stride, residual=config.residual), config)
     return 0
 
 

@@ -40,10 +40,11 @@ def test_classifier_and_feature_shapes(net: EfficientNetLite0) -> None:
     x = torch.randn(2, 3, 224, 224)
     with torch.inference_mode():
         logits = net(x)
-        s8, s16 = net.features(x, (8, 16))
+        s4, s8, s16 = net.features(x, (4, 8, 16))
         (s32,) = net.features(torch.randn(1, 3, 128, 512), (32,))
     assert logits.shape == (2, 1000)
     assert torch.isfinite(logits).all()
+    assert s4.shape == (2, 24, 56, 56)
     assert s8.shape == (2, 40, 28, 28)
     assert s16.shape == (2, 112, 14, 14)
     assert s32.shape == (1, 320, 4, 16)
@@ -51,7 +52,7 @@ def test_classifier_and_feature_shapes(net: EfficientNetLite0) -> None:
 
 def test_unknown_stride_is_refused(net: EfficientNetLite0) -> None:
     with pytest.raises(ValueError, match="strides"):
-        net.features(torch.zeros(1, 3, 64, 64), (4,))
+        net.features(torch.zeros(1, 3, 64, 64), (2,))
     with pytest.raises(ValueError, match="stride"):
         Stem(net, 32)
 
