@@ -348,8 +348,9 @@ def parse_args(
         parser.add_argument(
             "--residual",
             action=argparse.BooleanOptionalAction,
-            default=False,
-            help="add the registered views' pixel residual channels to the comparison",
+            default=True,
+            help="add the registered views' pixel residual channels to the comparison "
+            "(default; --no-residual compares the encoder's features alone)",
         )
     a = parser.parse_args(argv)
     return RunConfig(
@@ -368,5 +369,5 @@ def parse_args(
         cache=a.cache,
         view_scale=getattr(a, "view_scale", 1),
         stride=getattr(a, "stride", 8),
-        residual=getattr(a, "residual", False),
+        residual=getattr(a, "residual", False),  # seal_edge has no such option
     )

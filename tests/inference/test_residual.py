@@ -76,3 +76,11 @@ def test_pooling_keeps_the_largest_rise_and_fall_per_cell() -> None:
 def test_a_capture_of_another_size_is_refused() -> None:
     with pytest.raises(ValueError, match="differ in size"):
         residual(np.zeros((10, 12), np.uint8), Envelope.of(np.zeros((10, 10), np.uint8)))
+
+
+def test_pooling_equals_the_reshaped_maximum_on_random_maps() -> None:
+    signed = np.random.default_rng(4).normal(0.0, 20.0, (70, 45)).astype(np.float32)
+    cells = signed[:64, :40].reshape(8, 8, 5, 8)
+    out = pooled(signed, 8)
+    np.testing.assert_array_equal(out[0] * 32.0, cells.max(axis=(1, 3)))
+    np.testing.assert_array_equal(out[1] * 32.0, -cells.min(axis=(1, 3)))
