@@ -52,7 +52,7 @@ models-pole-piece: $(VENV)/.installed-train
 	$(BIN)/linevision synth --station pole_piece --out $(POLE_PIECE_DATA)/val --n 100 --seed 1
 	$(BIN)/linevision synth --station pole_piece --out $(POLE_PIECE_DATA)/test --n 200 --seed 2
 	$(TRAIN_BIN) --station pole_piece --data $(POLE_PIECE_DATA)/train --out models/pole_piece \
-		--epochs 30 --minutes 24 --seed 0 -- --val $(POLE_PIECE_DATA)/val \
+		--epochs 30 --minutes 15 --seed 0 -- --val $(POLE_PIECE_DATA)/val \
 		--test $(POLE_PIECE_DATA)/test --arch resnet18_gsconv_mse --stem s2d --threads 2 \
 		--no-fp32-copy
 

@@ -32,6 +32,7 @@ EPSILON: Final = 1e-4
 SMOOTHING: Final = 5
 MAX_CORNER_SHIFT: Final = 0.08
 FEATURELESS_STD: Final = 2.0
+SEEN_MARGIN: Final = 1
 
 Pixels = npt.NDArray[np.uint8]
 Warp = npt.NDArray[np.float32]
@@ -106,12 +107,37 @@ def _ecc(
 
 def align(image: Pixels, reference: Pixels) -> Pixels:
     """``image`` resampled into ``reference``'s frame (same size, 8-bit, gray or BGR)."""
+    return _resample(image, estimate(image, reference), reference.shape[:2])
+
+
+def register(image: Pixels, reference: Pixels) -> tuple[Pixels, Pixels]:
+    """``align``, and where the result was seen: 255 where it was resampled from inside the
+    captured frame (at least ``SEEN_MARGIN`` px in), 0 where the frame's border was repeated.
+
+    A capture shifted against its reference lacks a strip along one side; the registered view
+    repeats the capture's last row or column there, which is no observation of the part.
+    """
     warp = estimate(image, reference)
-    h, w = reference.shape[:2]
+    shape = reference.shape[:2]
+    frame = np.full(image.shape[:2], 255, dtype=np.uint8)
+    seen = cv2.warpAffine(
+        frame,
+        warp,
+        (shape[1], shape[0]),
+        flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
+    side = 2 * SEEN_MARGIN + 1
+    seen = cv2.erode(seen, np.ones((side, side), np.uint8), borderType=cv2.BORDER_REPLICATE)
+    return _resample(image, warp, shape), np.asarray(seen, dtype=np.uint8)
+
+
+def _resample(image: Pixels, warp: Warp, shape: tuple[int, ...]) -> Pixels:
     out = cv2.warpAffine(
         image,
         warp,
-        (w, h),
+        (shape[1], shape[0]),
         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_REPLICATE,
     )

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from linevision.inference import residual as pixel_residual
-from linevision.inference.align import align
+from linevision.inference.align import register as register_view
 from linevision.inference.classifier import fit_input, normalise
 from linevision.inference.manifest import Manifest, ModelFileError, ViewSpec, load_model_files
 from linevision.inference.session import SessionOptions, open_session
@@ -123,16 +123,23 @@ class ReferenceModel:
         (``register=False`` skips that, for the reference itself); ``AlignmentError`` when an
         image cannot be registered.
         """
+        return self.registered_seen(images, view, register=register)[0]
+
+    def registered_seen(
+        self, images: Sequence[Image], view: str | None = None, *, register: bool = True
+    ) -> tuple[list[npt.NDArray[Any]], list[npt.NDArray[np.uint8]] | None]:
+        """``registered``, and per image where it was seen (``align.register``; None unaligned)."""
         spec = self._view(view)
         size = self.manifest.input.model_copy(update=self._size(spec.name))
         pixels = [fit_input(img, size) for img in images]
-        if register and self.manifest.align == "affine":
-            reference = self._reference_pixels.get(spec.name)
-            if reference is None:
-                msg = f"model {self.ref.name}: set_reference first (captures are aligned to it)"
-                raise NoReferenceError(msg)
-            pixels = [align(px, reference) for px in pixels]
-        return pixels
+        if not (register and self.manifest.align == "affine"):
+            return pixels, None
+        reference = self._reference_pixels.get(spec.name)
+        if reference is None:
+            msg = f"model {self.ref.name}: set_reference first (captures are aligned to it)"
+            raise NoReferenceError(msg)
+        pairs = [register_view(px, reference) for px in pixels]
+        return [p for p, _ in pairs], [m for _, m in pairs]
 
     def preprocess(
         self, images: Sequence[Image], view: str | None = None, *, register: bool = True
@@ -142,14 +149,26 @@ class ReferenceModel:
         pixels = self.registered(images, view, register=register)
         return np.stack([normalise(px, norm) for px in pixels])
 
-    def residual(self, pixels: Sequence[npt.NDArray[Any]], view: str, rows: int) -> F32Array:
+    def residual(
+        self,
+        pixels: Sequence[npt.NDArray[Any]],
+        view: str,
+        rows: int,
+        seen: Sequence[npt.NDArray[np.uint8]] | None = None,
+    ) -> F32Array:
         """(N, 2, rows, cols): the registered captures' pixel residual channels of ``view``."""
         envelope = self._envelopes.get(view)
         if envelope is None:
             msg = f"model {self.ref.name}: set_reference first (the residual needs it)"
             raise NoReferenceError(msg)
         stride = self.views[view].height // rows
-        return np.stack([pixel_residual.channels(px, envelope, stride) for px in pixels])
+        masks = list(seen) if seen is not None else [None] * len(pixels)
+        return np.stack(
+            [
+                pixel_residual.channels(px, envelope, stride, m)
+                for px, m in zip(pixels, masks, strict=True)
+            ]
+        )
 
     def encode_batch(
         self, images: Sequence[Image], view: str | None = None, *, register: bool = True
@@ -160,14 +179,14 @@ class ReferenceModel:
         residual channels after the encoder's.
         """
         spec = self._view(view)
-        pixels = self.registered(images, spec.name, register=register)
+        pixels, seen = self.registered_seen(images, spec.name, register=register)
         norm = self.manifest.normalisation
         x = np.stack([normalise(px, norm) for px in pixels])
         self.encoder_runs += 1
         out = self._encoder.run([self.manifest.feature_output], {self.manifest.input.name: x})
         features = np.asarray(out[0], dtype=np.float32)
         if register and self.manifest.residual != "none":
-            extra = self.residual(pixels, spec.name, features.shape[2])
+            extra = self.residual(pixels, spec.name, features.shape[2], seen)
             features = np.concatenate([features, extra], axis=1)
         return features
 

@@ -14,7 +14,12 @@ feature map's resolution, as extra channels beside the encoder's features:
 3. smooth light: the residual is smoothed (sigma ``BLUR``) and its low frequencies (sigma
    ``HIGH_PASS``, blurred on a ``HIGH_PASS_SHRINK`` times smaller copy: a specular band, a
    lighting slope the plane did not take out) removed;
-4. pooled to the encoder's stride: the largest positive and the largest negative value per
+4. only what was seen: the residual is zero where the registered view repeats the capture's
+   border (``seen`` from ``align.register``: the capture was shifted against the reference
+   and lacks that strip) and within ``EDGE`` px of the frame's edge, where resampling and the
+   lens's last rows leave nothing to compare; both made the largest residuals of good cells
+   and taught the comparison to distrust a view's ends, where corner damage lies;
+5. pooled to the encoder's stride: the largest positive and the largest negative value per
    cell, divided by ``SCALE``, as two channels.
 
 The reference's envelope (``Envelope``) is computed once per recipe; a capture costs one fit,
@@ -40,7 +45,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-VERSION: Final = 3
+VERSION: Final = 4
 """Changes whenever the channels change for the same images (training caches key on it)."""
 RADIUS: Final = 2
 FIT_STEP: Final = 4
@@ -52,6 +57,7 @@ CHANNELS: Final = 2
 MIN_GAIN: Final = 0.2
 FLAT: Final = 12.0
 MIN_FIT_PIXELS: Final = 16
+EDGE: Final = 3
 
 F32Array = npt.NDArray[np.float32]
 U8Array = npt.NDArray[np.uint8]
@@ -99,8 +105,12 @@ def _coordinates(shape: tuple[int, ...]) -> tuple[F32Array, F32Array]:
     return xs, ys
 
 
-def residual(registered: U8Array, envelope: Envelope) -> F32Array:
-    """Signed residual (grey levels) of a capture already registered onto the reference."""
+def residual(registered: U8Array, envelope: Envelope, seen: U8Array | None = None) -> F32Array:
+    """Signed residual (grey levels) of a capture already registered onto the reference.
+
+    ``seen``: non-zero where the registered capture was observed (``align.register``); the
+    residual is zero elsewhere and within ``EDGE`` px of the frame's edge.
+    """
     img = _gray(registered)
     if img.shape != envelope.reference.shape:
         msg = f"capture {img.shape} and reference {envelope.reference.shape} differ in size"
@@ -112,6 +122,12 @@ def residual(registered: U8Array, envelope: Envelope) -> F32Array:
     gain = np.maximum(a + b * xs + c * ys, MIN_GAIN)
     matched = (img - d) / gain
     out = np.maximum(matched - envelope.high, 0.0) - np.maximum(envelope.low - matched, 0.0)
+    if seen is not None:
+        out[seen == 0] = 0.0
+    out[:EDGE] = 0.0
+    out[-EDGE:] = 0.0
+    out[:, :EDGE] = 0.0
+    out[:, -EDGE:] = 0.0
     out = np.asarray(cv2.GaussianBlur(out, (0, 0), BLUR), dtype=np.float32)
     return np.asarray(out - _low_pass(out), dtype=np.float32)
 
@@ -138,6 +154,8 @@ def pooled(signed: F32Array, stride: int) -> F32Array:
     return np.stack([rise, fall]).astype(np.float32) * np.float32(1.0 / SCALE)
 
 
-def channels(registered: U8Array, envelope: Envelope, stride: int) -> F32Array:
+def channels(
+    registered: U8Array, envelope: Envelope, stride: int, seen: U8Array | None = None
+) -> F32Array:
     """The residual channels of one registered capture at the encoder's ``stride``."""
-    return pooled(residual(registered, envelope), stride)
+    return pooled(residual(registered, envelope, seen), stride)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Final, Literal, overload
 import numpy as np
 
 from linevision.inference import residual as pixel_residual
-from linevision.inference.align import AlignmentError, align
+from linevision.inference.align import AlignmentError, register
 from linevision.inference.classifier import fit_input, normalise
 from linevision.inference.manifest import InputSpec, Normalisation, ViewSpec
 from linevision.log import get_logger
@@ -150,21 +150,24 @@ def _stem_features(
     run = getattr(session, "run")  # noqa: B009
     failures = 0
 
-    def registered(pixels: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
+    def registered(
+        pixels: np.ndarray, reference: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         nonlocal failures
         if reference is None:
-            return pixels
+            return pixels, None
         try:
-            return align(pixels, reference)
+            return register(pixels, reference)
         except AlignmentError:
             failures += 1
-            return pixels
+            return pixels, None
 
     def encode(
         images: Sequence[Image], spec: InputSpec, reference: Image | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         ref = None if reference is None else fit_input(reference, spec)
-        pixels = [registered(fit_input(img, spec), ref) for img in images]
+        pairs = [registered(fit_input(img, spec), ref) for img in images]
+        pixels = [px for px, _ in pairs]
         x = [normalise(px, station.normalisation) for px in pixels]
         out = [
             np.asarray(run(None, {IMAGE: np.stack(x[i : i + 32])})[0], dtype=np.float16)
@@ -174,7 +177,7 @@ def _stem_features(
         if ref is None or station.residual == "none":
             return features, np.zeros((len(x), 0, 1, 1), np.float16)
         envelope = pixel_residual.Envelope.of(ref)
-        extra = [pixel_residual.channels(px, envelope, station.stride) for px in pixels]
+        extra = [pixel_residual.channels(px, envelope, station.stride, seen) for px, seen in pairs]
         return features, np.stack(extra).astype(np.float16)
 
     specs = [view_input(station, view) for view in station.views]

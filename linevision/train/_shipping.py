@@ -255,11 +255,11 @@ def _check_onnx(encoder: nn.Module, head: nn.Module, cells: Cells, out: Path) ->
     with torch.inference_mode():
         inspections, references = [], []
         for v, view in enumerate(runtime.view_names):
-            pixels = runtime.registered([c[v] for c in images], view)
+            pixels, seen = runtime.registered_seen([c[v] for c in images], view)
             x = np.stack([normalise(px, runtime.manifest.normalisation) for px in pixels])
             features = encoder(torch.from_numpy(x))
             if runtime.manifest.residual != "none":
-                extra = runtime.residual(pixels, view, features.shape[2])
+                extra = runtime.residual(pixels, view, features.shape[2], seen)
                 features = torch.cat([features, torch.from_numpy(extra)], dim=1)
             inspections.append(features)
             ref = runtime.preprocess([cells.reference[v]], view, register=False)

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from linevision.inference.align import AlignmentError, align, estimate
+from linevision.inference.align import SEEN_MARGIN, AlignmentError, align, estimate, register
 from linevision.synth import six_view as sv
 
 REFERENCE = sv.reference_views(sv.dataset_design(7))
@@ -85,3 +85,16 @@ def test_a_featureless_view_is_compared_as_captured() -> None:
     image = np.clip(band + np.random.default_rng(1).normal(0, 1.0, band.shape), 0, 255)
     out = align(image.astype(np.uint8), band)
     assert np.array_equal(out, image.astype(np.uint8))
+
+
+def test_register_marks_the_strip_a_shifted_capture_never_saw() -> None:
+    ref = REFERENCE[0]
+    image, _ = _captured(ref, 0.0, 1.0, (-6.0, 0.0), seed=11)  # the part moved 6 px left
+    pixels, seen = register(image, ref)
+    np.testing.assert_array_equal(pixels, align(image, ref))
+    h, w = ref.shape
+    assert seen.shape == (h, w)
+    assert seen.dtype == np.uint8
+    # the reference's first 6 columns lie outside the capture; one more column of margin
+    assert not seen[:, : 6 + SEEN_MARGIN].any()
+    assert seen[:, 8 + SEEN_MARGIN :].all()

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
-from linevision.inference.align import align
-from linevision.inference.residual import CHANNELS, Envelope, channels, pooled, residual
+from linevision.inference.align import align, register
+from linevision.inference.residual import (
+    CHANNELS,
+    EDGE,
+    Envelope,
+    channels,
+    pooled,
+    residual,
+)
 from linevision.synth import six_view as sv
 
 DESIGN = sv.dataset_design(11)
@@ -84,3 +92,34 @@ def test_pooling_equals_the_reshaped_maximum_on_random_maps() -> None:
     out = pooled(signed, 8)
     np.testing.assert_array_equal(out[0] * 32.0, cells.max(axis=(1, 3)))
     np.testing.assert_array_equal(out[1] * 32.0, -cells.min(axis=(1, 3)))
+
+
+def test_what_was_not_seen_or_lies_on_the_frame_edge_leaves_no_residual() -> None:
+    ref = np.full((64, 96), 120, np.uint8)
+    env = Envelope.of(ref)
+    capture = ref.copy()
+    capture[20:26, 80:86] = 30  # a dark spot in a strip the camera did not see
+    capture[20:26, 30:36] = 30  # the same spot where it did
+    capture[:, :EDGE] = 250  # the frame's outermost columns
+    seen = np.full(ref.shape, 255, np.uint8)
+    seen[:, 78:] = 0
+    out = residual(capture, env, seen)
+    assert float(out[16:30, 26:40].min()) < -30.0
+    assert float(np.abs(out[:, 84:]).max()) < 3.0
+    assert float(np.abs(out[:, : 2 * EDGE]).max()) < 15.0  # only the blur of the masked edge
+    unmasked = residual(capture, env)
+    assert float(unmasked[16:30, 76:90].min()) < -30.0
+
+
+def test_a_part_running_off_the_frame_leaves_no_residual_where_its_border_repeats() -> None:
+    """A tab ending 8 px before the frame's end, captured 10 px further along: the camera's
+    frame cuts it, and the registered view repeats the cut tab where the reference is dark."""
+    ref = REFERENCE[4].copy()
+    h, w = ref.shape
+    ref[28:36, w - 60 : w - 8] = 220
+    matrix = np.float32([[1.0, 0.0, 10.0], [0.0, 1.0, 0.0]])
+    moved = cv2.warpAffine(ref, matrix, (w, h), borderMode=cv2.BORDER_REPLICATE)
+    env = Envelope.of(ref)
+    pixels, seen = register(moved, ref)
+    assert float(np.abs(residual(pixels, env)).max()) > 50.0  # the repeated tab, unmasked
+    assert float(np.abs(residual(pixels, env, seen)).max()) < 8.0
