@@ -93,9 +93,8 @@ SIX_TRAIN := $(foreach s,$(shell seq 101 139),$(MODEL_DATA)/six/train_$(s))
 SIX_VAL := $(foreach s,$(shell seq 201 204),$(MODEL_DATA)/six/val_$(s))
 SIX_TEST := $(foreach s,$(shell seq 301 308),$(MODEL_DATA)/six/test_$(s))
 models-six-view: $(VENV)/.installed-train
-	for d in $(SIX_TRAIN) $(SIX_VAL) $(SIX_TEST); do \
-		$(BIN)/linevision synth --station six_view --out $$d --n 100 --seed $${d##*_} || exit 1; \
-	done
+	printf '%s\n' $(SIX_TRAIN) $(SIX_VAL) $(SIX_TEST) | xargs -P 2 -n 1 sh -c \
+		'$(BIN)/linevision synth --station six_view --out "$$1" --n 100 --seed "$${1##*_}"' sh
 	$(BIN)/python -m linevision.train.six_view --data $(SIX_TRAIN) --val $(SIX_VAL) \
 		--test $(SIX_TEST) --out models/six_view --epochs 40 --minutes 16 --lr 3e-3 \
 		--cache $(MODEL_DATA)/six/cache
