@@ -107,7 +107,7 @@ def _ecc(
 
 def align(image: Pixels, reference: Pixels) -> Pixels:
     """``image`` resampled into ``reference``'s frame (same size, 8-bit, gray or BGR)."""
-    return _resample(image, estimate(image, reference), reference.shape[:2])
+    return _warp(image, estimate(image, reference), reference.shape[:2])
 
 
 def register(image: Pixels, reference: Pixels) -> tuple[Pixels, Pixels]:
@@ -120,25 +120,28 @@ def register(image: Pixels, reference: Pixels) -> tuple[Pixels, Pixels]:
     warp = estimate(image, reference)
     shape = reference.shape[:2]
     frame = np.full(image.shape[:2], 255, dtype=np.uint8)
-    seen = cv2.warpAffine(
-        frame,
-        warp,
-        (shape[1], shape[0]),
-        flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=0,
-    )
+    seen = _warp(frame, warp, shape, cv2.INTER_NEAREST, cv2.BORDER_CONSTANT)
     side = 2 * SEEN_MARGIN + 1
-    seen = cv2.erode(seen, np.ones((side, side), np.uint8), borderType=cv2.BORDER_REPLICATE)
-    return _resample(image, warp, shape), np.asarray(seen, dtype=np.uint8)
+    kernel = np.ones((side, side), np.uint8)
+    inside = cv2.erode(seen, kernel, borderType=cv2.BORDER_REPLICATE)
+    return _warp(image, warp, shape), np.asarray(inside, dtype=np.uint8)
 
 
-def _resample(image: Pixels, warp: Warp, shape: tuple[int, ...]) -> Pixels:
+def _warp(
+    image: Pixels,
+    warp: Warp,
+    shape: tuple[int, ...],
+    interpolation: int = cv2.INTER_LINEAR,
+    border: int = cv2.BORDER_REPLICATE,
+) -> Pixels:
+    """``image`` sampled at ``warp`` of each pixel of a ``shape`` frame (outside: ``border``,
+    zero when constant)."""
     out = cv2.warpAffine(
         image,
         warp,
         (shape[1], shape[0]),
-        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-        borderMode=cv2.BORDER_REPLICATE,
+        flags=interpolation | cv2.WARP_INVERSE_MAP,
+        borderMode=border,
+        borderValue=0,
     )
     return np.asarray(out, dtype=np.uint8)

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from linevision.inference import residual as pixel_residual
+from linevision.inference.align import align
 from linevision.inference.align import register as register_view
 from linevision.inference.classifier import fit_input, normalise
 from linevision.inference.manifest import Manifest, ModelFileError, ViewSpec, load_model_files
@@ -123,12 +124,20 @@ class ReferenceModel:
         (``register=False`` skips that, for the reference itself); ``AlignmentError`` when an
         image cannot be registered.
         """
-        return self.registered_seen(images, view, register=register)[0]
+        return self._registered(images, view, register=register, seen=False)[0]
 
     def registered_seen(
         self, images: Sequence[Image], view: str | None = None, *, register: bool = True
     ) -> tuple[list[npt.NDArray[Any]], list[npt.NDArray[np.uint8]] | None]:
-        """``registered``, and per image where it was seen (``align.register``; None unaligned)."""
+        """``registered``, and per image where it was seen (``align.register``) when the
+        model's residual uses it (None otherwise, or unaligned)."""
+        return self._registered(
+            images, view, register=register, seen=self.manifest.residual != "none"
+        )
+
+    def _registered(
+        self, images: Sequence[Image], view: str | None, *, register: bool, seen: bool
+    ) -> tuple[list[npt.NDArray[Any]], list[npt.NDArray[np.uint8]] | None]:
         spec = self._view(view)
         size = self.manifest.input.model_copy(update=self._size(spec.name))
         pixels = [fit_input(img, size) for img in images]
@@ -138,6 +147,8 @@ class ReferenceModel:
         if reference is None:
             msg = f"model {self.ref.name}: set_reference first (captures are aligned to it)"
             raise NoReferenceError(msg)
+        if not seen:
+            return [align(px, reference) for px in pixels], None
         pairs = [register_view(px, reference) for px in pixels]
         return [p for p, _ in pairs], [m for _, m in pairs]
 
