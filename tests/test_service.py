@@ -48,8 +48,11 @@ def test_demo_pipeline_classifies_the_served_images(demo_images):
     assert len(got) == 30
     seqs = [m.seq for m in got]
     assert seqs == list(range(seqs[0], seqs[0] + 30))
-    cells = [m.cell_id for m in got]
-    assert cells == list(range(cells[0], cells[0] + 30))
+    # two cells in work at once (pole_piece is parallel) may finish in either order, so the
+    # first 30 verdicts are 30 distinct cells with at most the last one or two still in work
+    cells = sorted(m.cell_id for m in got)
+    assert len(set(cells)) == 30
+    assert cells[-1] - cells[0] <= 31
     # the emulator serves the files in name order, one per software trigger
     agree = sum(m.label == _label_of(demo_images, m.cell_id) for m in got)
     assert agree >= 27
