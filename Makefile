@@ -46,13 +46,16 @@ $(VENV)/.installed-train: pyproject.toml | $(BIN)/python
 
 models: models-pole-piece models-seal-edge models-six-view models-blue-film
 
+# $(call synth_sets,STATION,DIR N SEED DIR N SEED ...): the data sets, two processes at once
+synth_sets = printf '%s %s %s\n' $(2) | xargs -P 2 -n 3 sh -c \
+	'$(BIN)/linevision synth --station $(1) --out "$$1" --n "$$2" --seed "$$3"' sh
+
 # pole_piece (seed 002): ResNet18 + GSConv + MSE, s2d stem, INT8 when within 0.5 points
 models-pole-piece: $(VENV)/.installed-train
-	$(BIN)/linevision synth --station pole_piece --out $(POLE_PIECE_DATA)/train --n 800 --seed 0
-	$(BIN)/linevision synth --station pole_piece --out $(POLE_PIECE_DATA)/val --n 100 --seed 1
-	$(BIN)/linevision synth --station pole_piece --out $(POLE_PIECE_DATA)/test --n 200 --seed 2
+	$(call synth_sets,pole_piece,$(POLE_PIECE_DATA)/train 800 0 $(POLE_PIECE_DATA)/val 100 1 \
+		$(POLE_PIECE_DATA)/test 200 2)
 	$(TRAIN_BIN) --station pole_piece --data $(POLE_PIECE_DATA)/train --out models/pole_piece \
-		--epochs 30 --minutes 15 --seed 0 -- --val $(POLE_PIECE_DATA)/val \
+		--epochs 30 --minutes 13 --seed 0 -- --val $(POLE_PIECE_DATA)/val \
 		--test $(POLE_PIECE_DATA)/test --arch resnet18_gsconv_mse --stem s2d --threads 2 \
 		--no-fp32-copy
 
@@ -82,9 +85,8 @@ pole-piece-resnet: $(VENV)/.installed-train
 # comparison heads trained on generated data; docs/models.md
 .PHONY: models-seal-edge models-six-view
 models-seal-edge: $(VENV)/.installed-train
-	$(BIN)/linevision synth --station seal_edge --out $(MODEL_DATA)/seal/train --n 3000 --seed 1
-	$(BIN)/linevision synth --station seal_edge --out $(MODEL_DATA)/seal/val --n 1000 --seed 2
-	$(BIN)/linevision synth --station seal_edge --out $(MODEL_DATA)/seal/test --n 1000 --seed 3
+	$(call synth_sets,seal_edge,$(MODEL_DATA)/seal/train 3000 1 $(MODEL_DATA)/seal/val 1000 2 \
+		$(MODEL_DATA)/seal/test 1000 3)
 	$(BIN)/python -m linevision.train.seal_edge --data $(MODEL_DATA)/seal/train \
 		--val $(MODEL_DATA)/seal/val --test $(MODEL_DATA)/seal/test --out models/seal_edge \
 		--epochs 6 --minutes 7
