@@ -200,14 +200,13 @@ class AcquisitionWorker:
         except Exception as exc:
             if not isinstance(exc, CameraError):
                 self._bump("unexpected_errors")
-            self._bump("device_errors")
             retry = self._backoff
             self._next_open = time.monotonic() + retry
             self._backoff = min(self._backoff * 2, self.cfg.reconnect_max_s)
             log.warning(
                 "camera_open_failed", camera=self.camera_id, error=str(exc), retry_in_s=retry
             )
-            self._set_state("reconnecting", str(exc))
+            self._set_state("reconnecting", str(exc), bump="device_errors")
             return
         now = time.monotonic()
         self._fault_due_slots(now)
@@ -367,7 +366,6 @@ class AcquisitionWorker:
         self._emit(frame)
 
     def _lose(self, detail: str) -> None:
-        self._bump("device_errors")
         for seq in sorted(self._pending):
             self._fault(self._pending[seq].cell_id, "camera_error", detail)
         self._pending.clear()
@@ -376,7 +374,7 @@ class AcquisitionWorker:
         self._next_open = time.monotonic() + retry
         self._backoff = min(self._backoff * 2, self.cfg.reconnect_max_s)
         log.warning("camera_lost", camera=self.camera_id, error=detail, retry_in_s=retry)
-        self._set_state("reconnecting", detail)
+        self._set_state("reconnecting", detail, bump="device_errors")
 
     def _shutdown(self) -> None:
         try:
@@ -453,10 +451,13 @@ class AcquisitionWorker:
         with self._lock:
             self._stats = replace(self._stats, **{name: getattr(self._stats, name) + 1})
 
-    def _set_state(self, state: State, detail: str = "") -> None:
+    def _set_state(self, state: State, detail: str = "", bump: str | None = None) -> None:
+        """Change the state; ``bump`` names a counter raised in the same step, so a reader
+        never sees the counter without the state it leads to."""
         with self._lock:
             changed = self._stats.state != state
-            self._stats = replace(self._stats, state=state)
+            counts = {bump: getattr(self._stats, bump) + 1} if bump else {}
+            self._stats = replace(self._stats, state=state, **counts)
         if changed:
             extra = {"detail": detail} if detail else {}
             log.info("camera_state", camera=self.camera_id, state=state, **extra)
