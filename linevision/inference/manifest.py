@@ -118,7 +118,9 @@ class Manifest(_Model):
     registered onto its reference view (``linevision.inference.align``) before encoding.
     ``residual`` ``envelope`` (needs ``align``): the inspection features carry two more
     channels, the registered capture's pixel residual against its reference
-    (``linevision.inference.residual``), pooled to the feature map's cells.
+    (``linevision.inference.residual``), pooled to the feature map's cells;
+    ``envelope_edges``: those two and a third, where the capture's slopes leave the
+    reference's.
     """
 
     schema_version: Literal[1] = 1
@@ -140,7 +142,7 @@ class Manifest(_Model):
     views: tuple[ViewSpec, ...] = ()
     feature_output: str | None = None
     align: Literal["none", "affine"] = "none"
-    residual: Literal["none", "envelope"] = "none"
+    residual: Literal["none", "envelope", "envelope_edges"] = "none"
     tile_anomaly: TileAnomalySpec | None = None
 
     @model_validator(mode="after")

@@ -167,7 +167,8 @@ class ReferenceModel:
         rows: int,
         seen: Sequence[npt.NDArray[np.uint8]] | None = None,
     ) -> F32Array:
-        """(N, 2, rows, cols): the registered captures' pixel residual channels of ``view``."""
+        """(N, C, rows, cols): the registered captures' pixel residual channels of ``view``
+        (C from the manifest's ``residual``: ``residual.CHANNELS``)."""
         envelope = self._envelopes.get(view)
         if envelope is None:
             msg = f"model {self.ref.name}: set_reference first (the residual needs it)"
@@ -176,7 +177,7 @@ class ReferenceModel:
         masks = list(seen) if seen is not None else [None] * len(pixels)
         return np.stack(
             [
-                pixel_residual.channels(px, envelope, stride, m)
+                pixel_residual.channels(px, envelope, stride, m, self.manifest.residual)
                 for px, m in zip(pixels, masks, strict=True)
             ]
         )
@@ -186,7 +187,7 @@ class ReferenceModel:
     ) -> F32Array:
         """Feature maps (N, C, h, w) of several images of one view.
 
-        With ``residual`` in the manifest, inspection maps (``register=True``) carry the two
+        With ``residual`` in the manifest, inspection maps (``register=True``) carry its
         residual channels after the encoder's.
         """
         spec = self._view(view)

@@ -22,8 +22,20 @@ feature map's resolution, as extra channels beside the encoder's features:
 5. pooled to the encoder's stride: the largest positive and the largest negative value per
    cell, divided by ``SCALE``, as two channels.
 
+Mode ``envelope_edges`` adds a third channel for what the envelope cannot see by
+construction: within ``RADIUS`` px of a reference edge the envelope accepts any grey between
+the edge's two sides, so a thin scratch running along a band's border, or a corner cut
+ending on one, leaves no residual. The slopes do: both views are smoothed (sigma
+``EDGE_SIGMA``) and their x and y slopes taken; the capture's slope is compared with the
+range of the reference's slopes within ``RADIUS`` px, as the grey levels are. A border that
+moved keeps its slope, so it stays inside that range; a bright line beside a dark-to-bright
+border adds a falling slope where the reference has only rising ones. The larger excess of
+the two directions, masked and blurred like the residual, pooled to its largest value per
+cell (divided by ``EDGE_SCALE``).
+
 The reference's envelope (``Envelope``) is computed once per recipe; a capture costs one fit,
-two comparisons, two blurs and a pooling (about a millisecond for a 384 x 256 view).
+two comparisons, two blurs and a pooling (about a millisecond for a 384 x 256 view), and the
+edge channel a smoothing, two slopes, two comparisons and a blur more.
 
 >>> import numpy as np
 >>> ref = np.full((64, 64), 120, np.uint8)
@@ -34,18 +46,20 @@ two comparisons, two blurs and a pooling (about a millisecond for a 384 x 256 vi
 >>> spot = ref.copy(); spot[30:34, 30:34] = 40
 >>> bool(channels(spot, env, 8)[1].max() > 0.5)
 True
+>>> channels(spot, env, 8, mode="envelope_edges").shape
+(3, 8, 8)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
-VERSION: Final = 4
+VERSION: Final = 5
 """Changes whenever the channels change for the same images (training caches key on it)."""
 RADIUS: Final = 2
 FIT_STEP: Final = 4
@@ -53,7 +67,11 @@ BLUR: Final = 1.0
 HIGH_PASS: Final = 10.0
 HIGH_PASS_SHRINK: Final = 4
 SCALE: Final = 32.0
-CHANNELS: Final = 2
+Mode = Literal["none", "envelope", "envelope_edges"]
+CHANNELS: Final[dict[str, int]] = {"none": 0, "envelope": 2, "envelope_edges": 3}
+"""How many channels each mode (the manifest's ``residual``) adds to a view's features."""
+EDGE_SIGMA: Final = 1.0
+EDGE_SCALE: Final = 8.0
 MIN_GAIN: Final = 0.2
 FLAT: Final = 12.0
 MIN_FIT_PIXELS: Final = 16
@@ -74,6 +92,9 @@ class Envelope:
     """(pixels of the fit, 4): the least-squares design matrix on the fit's pixel subset."""
     fit: npt.NDArray[np.bool_]
     """Which of the every-``FIT_STEP``-th pixels (raveled) take part in the fit."""
+    slope_low: F32Array
+    """(2, H, W): the smallest x and y slope of the smoothed reference within ``RADIUS``."""
+    slope_high: F32Array
 
     @classmethod
     def of(cls, reference: U8Array) -> Envelope:
@@ -90,7 +111,21 @@ class Envelope:
         design = np.stack(
             [r, r * xs[sub].ravel()[flat], r * ys[sub].ravel()[flat], np.ones_like(r)], axis=1
         )
-        return cls(ref, low, high, np.ascontiguousarray(design, dtype=np.float32), flat)
+        slopes = _slopes(ref)
+        slope_low = np.stack([np.asarray(cv2.erode(g, kernel), np.float32) for g in slopes])
+        slope_high = np.stack([np.asarray(cv2.dilate(g, kernel), np.float32) for g in slopes])
+        design = np.ascontiguousarray(design, dtype=np.float32)
+        return cls(ref, low, high, design, flat, slope_low, slope_high)
+
+
+def _slopes(img: F32Array) -> tuple[F32Array, F32Array]:
+    """x and y slopes (grey levels per px, central differences) of ``img`` smoothed."""
+    smooth = np.asarray(cv2.GaussianBlur(img, (0, 0), EDGE_SIGMA), dtype=np.float32)
+    gx = np.zeros_like(smooth)
+    gy = np.zeros_like(smooth)
+    gx[:, 1:-1] = (smooth[:, 2:] - smooth[:, :-2]) * 0.5
+    gy[1:-1] = (smooth[2:] - smooth[:-2]) * 0.5
+    return gx, gy
 
 
 def _gray(image: U8Array) -> F32Array:
@@ -105,12 +140,8 @@ def _coordinates(shape: tuple[int, ...]) -> tuple[F32Array, F32Array]:
     return xs, ys
 
 
-def residual(registered: U8Array, envelope: Envelope, seen: U8Array | None = None) -> F32Array:
-    """Signed residual (grey levels) of a capture already registered onto the reference.
-
-    ``seen``: non-zero where the registered capture was observed (``align.register``); the
-    residual is zero elsewhere and within ``EDGE`` px of the frame's edge.
-    """
+def _matched(registered: U8Array, envelope: Envelope) -> F32Array:
+    """The registered capture mapped onto the reference's grey levels (gain, slope, offset)."""
     img = _gray(registered)
     if img.shape != envelope.reference.shape:
         msg = f"capture {img.shape} and reference {envelope.reference.shape} differ in size"
@@ -120,16 +151,49 @@ def residual(registered: U8Array, envelope: Envelope, seen: U8Array | None = Non
     a, b, c, d = (float(v) for v in coef)
     xs, ys = _coordinates(img.shape)
     gain = np.maximum(a + b * xs + c * ys, MIN_GAIN)
-    matched = (img - d) / gain
-    out = np.maximum(matched - envelope.high, 0.0) - np.maximum(envelope.low - matched, 0.0)
+    return np.asarray((img - d) / gain, dtype=np.float32)
+
+
+def _masked_blur(out: F32Array, seen: U8Array | None) -> F32Array:
+    """``out`` zeroed where not seen and within ``EDGE`` px of the frame, blurred (``BLUR``)."""
     if seen is not None:
         out[seen == 0] = 0.0
     out[:EDGE] = 0.0
     out[-EDGE:] = 0.0
     out[:, :EDGE] = 0.0
     out[:, -EDGE:] = 0.0
-    out = np.asarray(cv2.GaussianBlur(out, (0, 0), BLUR), dtype=np.float32)
+    return np.asarray(cv2.GaussianBlur(out, (0, 0), BLUR), dtype=np.float32)
+
+
+def residual(registered: U8Array, envelope: Envelope, seen: U8Array | None = None) -> F32Array:
+    """Signed residual (grey levels) of a capture already registered onto the reference.
+
+    ``seen``: non-zero where the registered capture was observed (``align.register``); the
+    residual is zero elsewhere and within ``EDGE`` px of the frame's edge.
+    """
+    return _signed(_matched(registered, envelope), envelope, seen)
+
+
+def _signed(matched: F32Array, envelope: Envelope, seen: U8Array | None) -> F32Array:
+    out = np.maximum(matched - envelope.high, 0.0) - np.maximum(envelope.low - matched, 0.0)
+    out = _masked_blur(out, seen)
     return np.asarray(out - _low_pass(out), dtype=np.float32)
+
+
+def edge_residual(registered: U8Array, envelope: Envelope, seen: U8Array | None = None) -> F32Array:
+    """How far the capture's slopes lie outside the reference's within ``RADIUS`` (>= 0)."""
+    return _edges(_matched(registered, envelope), envelope, seen)
+
+
+def _edges(matched: F32Array, envelope: Envelope, seen: U8Array | None) -> F32Array:
+    out: F32Array | None = None
+    for k, slope in enumerate(_slopes(matched)):
+        excess = np.maximum(slope - envelope.slope_high[k], 0.0) + np.maximum(
+            envelope.slope_low[k] - slope, 0.0
+        )
+        out = excess if out is None else np.maximum(out, excess)
+    assert out is not None
+    return _masked_blur(out, seen)
 
 
 def _low_pass(img: F32Array) -> F32Array:
@@ -144,18 +208,36 @@ def _low_pass(img: F32Array) -> F32Array:
     return np.asarray(cv2.resize(blurred, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
 
 
+def _cell_max(img: F32Array, stride: int) -> F32Array:
+    """The largest value of each ``stride`` x ``stride`` cell."""
+    h, w = img.shape[0] // stride, img.shape[1] // stride
+    square = np.ones((stride, stride), np.uint8)
+    # a max filter anchored at each cell's top-left corner, read at those corners
+    out = cv2.dilate(img, square, anchor=(0, 0))[: h * stride : stride, : w * stride : stride]
+    return np.asarray(out, dtype=np.float32)
+
+
 def pooled(signed: F32Array, stride: int) -> F32Array:
     """(2, H / stride, W / stride): the largest rise and the largest fall per cell, scaled."""
-    h, w = signed.shape[0] // stride, signed.shape[1] // stride
-    square = np.ones((stride, stride), np.uint8)
-    # a max (min) filter anchored at each cell's top-left corner, read at those corners
-    rise = cv2.dilate(signed, square, anchor=(0, 0))[: h * stride : stride, : w * stride : stride]
-    fall = -cv2.erode(signed, square, anchor=(0, 0))[: h * stride : stride, : w * stride : stride]
+    rise = _cell_max(signed, stride)
+    fall = _cell_max(-signed, stride)
     return np.stack([rise, fall]).astype(np.float32) * np.float32(1.0 / SCALE)
 
 
 def channels(
-    registered: U8Array, envelope: Envelope, stride: int, seen: U8Array | None = None
+    registered: U8Array,
+    envelope: Envelope,
+    stride: int,
+    seen: U8Array | None = None,
+    mode: Mode = "envelope",
 ) -> F32Array:
-    """The residual channels of one registered capture at the encoder's ``stride``."""
-    return pooled(residual(registered, envelope, seen), stride)
+    """The residual channels (``CHANNELS[mode]``) of one registered capture at ``stride``."""
+    if mode == "none":
+        msg = "mode 'none' has no residual channels"
+        raise ValueError(msg)
+    matched = _matched(registered, envelope)
+    out = pooled(_signed(matched, envelope, seen), stride)
+    if mode == "envelope":
+        return out
+    edges = _cell_max(_edges(matched, envelope, seen), stride) * np.float32(1.0 / EDGE_SCALE)
+    return np.concatenate([out, edges[None]]).astype(np.float32)

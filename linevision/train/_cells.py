@@ -45,7 +45,7 @@ class Station:
     architecture: str
     dynamic_size: bool
     align: Literal["none", "affine"] = "none"
-    residual: Literal["none", "envelope"] = "none"
+    residual: pixel_residual.Mode = "none"
 
 
 class LazyViews(Sequence[tuple["Image", ...]]):
@@ -177,7 +177,10 @@ def _stem_features(
         if ref is None or station.residual == "none":
             return features, np.zeros((len(x), 0, 1, 1), np.float16)
         envelope = pixel_residual.Envelope.of(ref)
-        extra = [pixel_residual.channels(px, envelope, station.stride, seen) for px, seen in pairs]
+        extra = [
+            pixel_residual.channels(px, envelope, station.stride, seen, station.residual)
+            for px, seen in pairs
+        ]
         return features, np.stack(extra).astype(np.float16)
 
     specs = [view_input(station, view) for view in station.views]

@@ -69,7 +69,7 @@ class RunConfig:
     cache: Path | None = None
     view_scale: int = 1
     stride: int = 8
-    residual: bool = False
+    residual: pixel_residual.Mode = "none"
 
 
 def _forward(model: nn.Module, cached: Cached, index: np.ndarray) -> torch.Tensor:
@@ -220,7 +220,8 @@ def _with_residual(station: Station, features: torch.Tensor) -> torch.Tensor:
     if station.residual == "none":
         return features
     n, _, h, w = features.shape
-    return torch.cat([features, torch.zeros(n, pixel_residual.CHANNELS, h, w)], dim=1)
+    extra = pixel_residual.CHANNELS[station.residual]
+    return torch.cat([features, torch.zeros(n, extra, h, w)], dim=1)
 
 
 def _export_head(station: Station, encoder: nn.Module, head: nn.Module, path: Path) -> None:
@@ -347,10 +348,18 @@ def parse_args(
         )
         parser.add_argument(
             "--residual",
-            action=argparse.BooleanOptionalAction,
-            default=True,
-            help="add the registered views' pixel residual channels to the comparison "
-            "(default; --no-residual compares the encoder's features alone)",
+            choices=tuple(pixel_residual.CHANNELS),
+            default="envelope",
+            help="the registered views' pixel residual channels added to the comparison: "
+            "envelope (grey levels), envelope_edges (and slopes), none (the encoder's "
+            "features alone)",
+        )
+        parser.add_argument(
+            "--no-residual",
+            dest="residual",
+            action="store_const",
+            const="none",
+            help="the same as --residual none",
         )
     a = parser.parse_args(argv)
     return RunConfig(
@@ -369,5 +378,5 @@ def parse_args(
         cache=a.cache,
         view_scale=getattr(a, "view_scale", 1),
         stride=getattr(a, "stride", 8),
-        residual=getattr(a, "residual", False),  # seal_edge has no such option
+        residual=getattr(a, "residual", "none"),  # seal_edge has no such option
     )

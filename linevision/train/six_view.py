@@ -208,7 +208,7 @@ STATION = Station(
 )
 
 
-def scaled(factor: int, stride: int = STRIDE, *, residual: bool = False) -> Station:
+def scaled(factor: int, stride: int = STRIDE, *, residual: pixel_residual.Mode = "none") -> Station:
     """The station with every view ``factor`` times larger and features at ``stride``.
 
     ``factor`` 2 gives finer features at ~5x the time; ``stride`` 4 (the stem's blocks 0-2,
@@ -223,7 +223,7 @@ def scaled(factor: int, stride: int = STRIDE, *, residual: bool = False) -> Stat
     if stride not in STRIDES:
         msg = f"--stride must be one of {STRIDES}, got {stride}"
         raise ValueError(msg)
-    if factor == 1 and stride == STRIDE and not residual:
+    if factor == 1 and stride == STRIDE and residual == "none":
         return STATION
     views = tuple(
         v.model_copy(update={"height": v.height * factor, "width": v.width * factor}) for v in VIEWS
@@ -234,8 +234,8 @@ def scaled(factor: int, stride: int = STRIDE, *, residual: bool = False) -> Stat
         views=views,
         input_spec=INPUT.model_copy(update=size),
         stride=stride,
-        build=partial(Trainable, views, stride, pixel_residual.CHANNELS if residual else 0),
-        residual="envelope" if residual else "none",
+        build=partial(Trainable, views, stride, pixel_residual.CHANNELS[residual]),
+        residual=residual,
     )
 
 

@@ -19,6 +19,7 @@ from linevision.inference.align import AlignmentError
 from linevision.inference.classifier import PreprocessError
 from linevision.inference.manifest import ModelFileError, load_model_files
 from linevision.inference.reference import NoReferenceError, ReferenceModel
+from linevision.inference.residual import CHANNELS as RESIDUAL_CHANNELS
 from linevision.inference.session import SessionOptions
 from linevision.synth import seal_edge, six_view
 from linevision.synth._common import sample_rng
@@ -210,19 +211,20 @@ def test_an_aligned_model_registers_each_capture_onto_its_reference(tmp_path: Pa
 
 
 def test_the_pixel_residual_rides_after_the_encoder_channels(six: ReferenceModel) -> None:
-    """Inspection maps carry two residual channels; references and unaligned models do not."""
-    assert six.manifest.residual == "envelope"
+    """Inspection maps carry the residual's channels; references and unaligned models do not."""
+    assert six.manifest.residual != "none"
+    extra = RESIDUAL_CHANNELS[six.manifest.residual]
     design = six_view.dataset_design(TEST_SEED + 4)
     refs = six_view.reference_views(design)
     six.set_reference(refs)
     reference = six.encode_batch([refs[0]], "1", register=False)
     itself = six.encode(refs[0], "1")
-    assert itself.shape[1] == reference.shape[1] + 2
+    assert itself.shape[1] == reference.shape[1] + extra
     np.testing.assert_allclose(itself[:, : reference.shape[1]], reference, atol=1e-4)
-    assert float(np.abs(itself[:, -2:]).max()) < 0.1  # the reference against itself
+    assert float(np.abs(itself[:, -extra:]).max()) < 0.1  # the reference against itself
     dark = refs[0].copy()
     dark[180:200, 120:140] = dark[180:200, 120:140] // 2
-    spotted = six.encode(dark, "1")[:, -2:]
+    spotted = six.encode(dark, "1")[:, -extra:]
     assert float(spotted[0, 1, 22:25, 15:17].max()) > 1.0  # a fall where the patch is
 
 

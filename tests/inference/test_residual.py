@@ -12,10 +12,12 @@ from linevision.inference.residual import (
     EDGE,
     Envelope,
     channels,
+    edge_residual,
     pooled,
     residual,
 )
 from linevision.synth import six_view as sv
+from linevision.synth._six_view_parts import body_box
 
 DESIGN = sv.dataset_design(11)
 REFERENCE = sv.reference_views(DESIGN)
@@ -54,9 +56,90 @@ def test_an_edge_moved_by_two_pixels_leaves_nothing_a_dark_spot_does() -> None:
     spot = ref.copy()
     spot[70:76, 70:76] = 120
     maps = channels(spot, env, 8)
-    assert maps.shape == (CHANNELS, 12, 12)
+    assert maps.shape == (CHANNELS["envelope"], 12, 12)
     assert maps[1, 8:10, 8:10].max() > 1.0  # the fall, in the spot's cells
     assert maps[1, :6].max() < 0.1  # nothing far from it
+
+
+def _banded(border: int) -> np.ndarray:
+    """A bright pouch with a dark band whose lower border runs along row ``border``."""
+    img = np.full((96, 160), 190, np.uint8)
+    img[20:border] = 60
+    return img
+
+
+def test_a_line_along_a_border_hides_in_the_envelope_but_not_in_the_slopes() -> None:
+    """A bright scratch 2 px inside a dark band's border lies between the border's two grey
+    levels, so the envelope accepts all of it; where it starts and ends it adds slopes across
+    the border's direction that the reference has nowhere near, which the edge channel shows.
+    The border itself moved by 2 px leaves neither."""
+    ref = _banded(60)
+    env = Envelope.of(ref)
+    moved = _banded(62)
+    scratched = ref.copy()
+    scratched[58, 30:130] = 170  # 1 px wide, 2 px inside the border, 110 levels bright
+    assert float(np.abs(residual(scratched, env)).max()) < 1.0  # hidden in the envelope
+    assert float(edge_residual(moved, env).max()) < 1.0
+    edges = edge_residual(scratched, env)
+    assert float(edges[50:66, 26:34].max()) > 5.0  # its start
+    assert float(edges[50:66, 126:134].max()) > 5.0  # its end
+    maps = channels(scratched, env, 8, mode="envelope_edges")
+    assert maps.shape == (CHANNELS["envelope_edges"], 12, 20)
+    assert np.array_equal(maps[:2], channels(scratched, env, 8))  # the envelope's two first
+    assert maps[2, 7, 3] > 0.5
+    assert maps[2, 7, 16] > 0.5
+    assert maps[2, :5].max() < 0.05  # nothing far from it
+    assert float(np.abs(channels(moved, env, 8, mode="envelope_edges")).max()) < 0.05
+
+
+def _border_scratch(seed: int) -> sv.Cell:
+    """A scratch on an edge view that the generator pressed against the body's border (at
+    least three of its points clamped 2 px inside), drawn again until one is."""
+    for attempt in range(2000):
+        cell = sv.sample_cell(DESIGN, "scratch", np.random.default_rng([seed, attempt]))
+        assert cell.defect is not None
+        if cell.defect.view in {1, 2}:
+            continue
+        x0, y0, x1, y1 = body_box(DESIGN, cell.defect.view)
+        xs, ys = cell.defect.points[:, 0], cell.defect.points[:, 1]
+        on_border = np.isclose(xs, x0 + 2) | np.isclose(xs, x1 - 2)
+        on_border |= np.isclose(ys, y0 + 2) | np.isclose(ys, y1 - 2)
+        if int(on_border.sum()) >= 3:
+            return cell
+    pytest.fail("no scratch along a border in 2000 draws")
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_scratch_along_an_edge_views_border_shows_in_the_edge_channel(seed: int) -> None:
+    cell = _border_scratch(seed)
+    assert cell.defect is not None
+    v = cell.defect.view - 1
+    env = Envelope.of(REFERENCE[v])
+    scratched = sv.render(cell, np.random.default_rng(seed)).views[v]
+    healthy = sv.render(cell.without_defect(), np.random.default_rng(seed)).views[v]
+    edge = []
+    for img in (scratched, healthy):
+        registered, seen = register(img, REFERENCE[v])
+        edge.append(channels(registered, env, 8, seen, mode="envelope_edges")[2].max())
+    assert edge[0] > 2.5 * edge[1]
+
+
+def test_the_edge_channel_keeps_to_what_was_seen() -> None:
+    ref = _banded(60)
+    env = Envelope.of(ref)
+    scratched = ref.copy()
+    scratched[58, 30:130] = 170
+    seen = np.full(ref.shape, 255, np.uint8)
+    seen[:, :80] = 0
+    out = edge_residual(scratched, env, seen)
+    assert float(out[:, : 80 - 3].max()) == 0.0  # the scratch's start was not seen
+    assert float(out[:, 120:].max()) > 5.0  # its end was
+
+
+def test_mode_none_has_no_channels() -> None:
+    ref = _banded(60)
+    with pytest.raises(ValueError, match="no residual channels"):
+        channels(ref, Envelope.of(ref), 8, mode="none")
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
