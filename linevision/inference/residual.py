@@ -59,7 +59,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-VERSION: Final = 5
+VERSION: Final = 4
 """Changes whenever the channels change for the same images (training caches key on it)."""
 RADIUS: Final = 2
 FIT_STEP: Final = 4
