@@ -119,13 +119,16 @@ class Envelope:
 
 
 def _slopes(img: F32Array) -> tuple[F32Array, F32Array]:
-    """x and y slopes (grey levels per px, central differences) of ``img`` smoothed."""
-    smooth = np.asarray(cv2.GaussianBlur(img, (0, 0), EDGE_SIGMA), dtype=np.float32)
-    gx = np.zeros_like(smooth)
-    gy = np.zeros_like(smooth)
-    gx[:, 1:-1] = (smooth[:, 2:] - smooth[:, :-2]) * 0.5
-    gy[1:-1] = (smooth[2:] - smooth[:-2]) * 0.5
-    return gx, gy
+    """x and y slopes (grey levels per px) of ``img`` smoothed: central differences of the
+    Gaussian blur (sigma ``EDGE_SIGMA``), each as one separable filter."""
+    gx = cv2.sepFilter2D(img, cv2.CV_32F, _DERIVATIVE, _SMOOTH)
+    gy = cv2.sepFilter2D(img, cv2.CV_32F, _SMOOTH, _DERIVATIVE)
+    return np.asarray(gx, np.float32), np.asarray(gy, np.float32)
+
+
+_SMOOTH: Final = cv2.getGaussianKernel(int(8 * EDGE_SIGMA + 1) | 1, EDGE_SIGMA, cv2.CV_32F)
+# correlation with [-1/2, 0, 1/2] after the blur: (f(x + 1) - f(x - 1)) / 2
+_DERIVATIVE: Final = np.convolve(_SMOOTH.ravel(), [-0.5, 0.0, 0.5]).astype(np.float32)[:, None]
 
 
 def _gray(image: U8Array) -> F32Array:
