@@ -349,10 +349,10 @@ def parse_args(
         parser.add_argument(
             "--residual",
             choices=tuple(pixel_residual.CHANNELS),
-            default="envelope",
+            default="envelope_edges",
             help="the registered views' pixel residual channels added to the comparison: "
-            "envelope (grey levels), envelope_edges (and slopes), none (the encoder's "
-            "features alone)",
+            "envelope_edges (grey levels and slopes; default), envelope (grey levels), "
+            "none (the encoder's features alone)",
         )
         parser.add_argument(
             "--no-residual",
