@@ -28,10 +28,12 @@ the edge's two sides, so a thin scratch running along a band's border, or a corn
 ending on one, leaves no residual. The slopes do: both views are smoothed (sigma
 ``EDGE_SIGMA``) and their x and y slopes taken; the capture's slope is compared with the
 range of the reference's slopes within ``RADIUS`` px, as the grey levels are. A border that
-moved keeps its slope, so it stays inside that range; a bright line beside a dark-to-bright
-border adds a falling slope where the reference has only rising ones. The larger excess of
-the two directions, masked and blurred like the residual, pooled to its largest value per
-cell (divided by ``EDGE_SCALE``).
+moved keeps its slope, so it stays inside that range; a scratch that crosses a border at an
+angle, or starts, ends or bends within ``RADIUS`` px of one, adds slopes the reference has
+nowhere near (across the border's direction, or against it). A line exactly parallel to a
+border and 2 px inside it merges into the border's slope once smoothed; only its ends show.
+The larger excess of the two directions, masked and blurred like the residual, pooled to its
+largest value per cell (divided by ``EDGE_SCALE``).
 
 The reference's envelope (``Envelope``) is computed once per recipe; a capture costs one fit,
 two comparisons, two blurs and a pooling (about a millisecond for a 384 x 256 view), and the
