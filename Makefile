@@ -50,12 +50,13 @@ models: models-pole-piece models-seal-edge models-six-view models-blue-film
 synth_sets = printf '%s %s %s\n' $(2) | xargs -P 2 -n 3 sh -c \
 	'$(BIN)/linevision synth --station $(1) --out "$$1" --n "$$2" --seed "$$3"' sh
 
-# pole_piece (seed 002): ResNet18 + GSConv + MSE, s2d stem, INT8 when within 0.5 points
+# pole_piece (seed 002): ResNet18 + GSConv + MSE, s2d stem, INT8 when within 0.5 points;
+# 10 epochs (~13 min), at most 16 minutes on a slower machine
 models-pole-piece: $(VENV)/.installed-train
 	$(call synth_sets,pole_piece,$(POLE_PIECE_DATA)/train 800 0 $(POLE_PIECE_DATA)/val 100 1 \
 		$(POLE_PIECE_DATA)/test 200 2)
 	$(TRAIN_BIN) --station pole_piece --data $(POLE_PIECE_DATA)/train --out models/pole_piece \
-		--epochs 30 --minutes 13 --seed 0 -- --val $(POLE_PIECE_DATA)/val \
+		--epochs 10 --minutes 16 --seed 0 -- --val $(POLE_PIECE_DATA)/val \
 		--test $(POLE_PIECE_DATA)/test --arch resnet18_gsconv_mse --stem s2d --threads 2 \
 		--no-fp32-copy
 
