@@ -120,17 +120,17 @@ class Envelope:
         return cls(ref, low, high, design, flat, slope_low, slope_high)
 
 
+_SMOOTH: Final = cv2.getGaussianKernel(int(8 * EDGE_SIGMA + 1) | 1, EDGE_SIGMA, cv2.CV_32F)
+# correlation with [-1/2, 0, 1/2] after the blur: (f(x + 1) - f(x - 1)) / 2
+_DERIVATIVE: Final = np.convolve(_SMOOTH.ravel(), [-0.5, 0.0, 0.5]).astype(np.float32)[:, None]
+
+
 def _slopes(img: F32Array) -> tuple[F32Array, F32Array]:
     """x and y slopes (grey levels per px) of ``img`` smoothed: central differences of the
     Gaussian blur (sigma ``EDGE_SIGMA``), each as one separable filter."""
     gx = cv2.sepFilter2D(img, cv2.CV_32F, _DERIVATIVE, _SMOOTH)
     gy = cv2.sepFilter2D(img, cv2.CV_32F, _SMOOTH, _DERIVATIVE)
     return np.asarray(gx, np.float32), np.asarray(gy, np.float32)
-
-
-_SMOOTH: Final = cv2.getGaussianKernel(int(8 * EDGE_SIGMA + 1) | 1, EDGE_SIGMA, cv2.CV_32F)
-# correlation with [-1/2, 0, 1/2] after the blur: (f(x + 1) - f(x - 1)) / 2
-_DERIVATIVE: Final = np.convolve(_SMOOTH.ravel(), [-0.5, 0.0, 0.5]).astype(np.float32)[:, None]
 
 
 def _gray(image: U8Array) -> F32Array:
@@ -191,14 +191,11 @@ def edge_residual(registered: U8Array, envelope: Envelope, seen: U8Array | None 
 
 
 def _edges(matched: F32Array, envelope: Envelope, seen: U8Array | None) -> F32Array:
-    out: F32Array | None = None
-    for k, slope in enumerate(_slopes(matched)):
-        excess = np.maximum(slope - envelope.slope_high[k], 0.0) + np.maximum(
-            envelope.slope_low[k] - slope, 0.0
-        )
-        out = excess if out is None else np.maximum(out, excess)
-    assert out is not None
-    return _masked_blur(out, seen)
+    slopes = np.stack(_slopes(matched))
+    excess = np.maximum(slopes - envelope.slope_high, 0.0) + np.maximum(
+        envelope.slope_low - slopes, 0.0
+    )
+    return _masked_blur(np.asarray(excess.max(axis=0), dtype=np.float32), seen)
 
 
 def _low_pass(img: F32Array) -> F32Array:
