@@ -259,3 +259,36 @@ def test_trigger_offset_shifts_a_camera_along_the_grid(write_images: ImageWriter
     assert len(common) >= 3
     for cell in common:
         assert 0.025 < (shifted[cell] - seen[cell]) / 1e9 < 0.06, cell
+
+
+def test_a_failed_open_is_counted_and_reported_in_one_step(tmp_path: Path, monkeypatch) -> None:
+    """Whoever reads the stats sees a device error only together with the state it leads to
+    (the stats are read at every log call the worker makes, between its steps)."""
+    from linevision.cameras import worker as worker_module  # noqa: PLC0415
+
+    seen: list[tuple[int, str]] = []
+    real_log = worker_module.log
+
+    class Watching:
+        def __getattr__(self, name: str) -> object:
+            method = getattr(real_log, name)
+
+            def call(*args: object, **kw: object) -> object:
+                stats = worker.stats()
+                seen.append((stats.device_errors, stats.state))
+                return method(*args, **kw)
+
+            return call
+
+    cfg = replay(tmp_path / "missing", reconnect_min_s=30, trigger={"mode": "software"})
+    worker = AcquisitionWorker(cfg, lambda: ReplayDriver(cfg), Collector())
+    monkeypatch.setattr(worker_module, "log", Watching())
+    worker.start()
+    deadline = time.monotonic() + 2.0
+    while worker.stats().device_errors == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker.stop()
+    assert worker.join(1.0)
+    assert any(errors == 1 for errors, _ in seen)  # read after the failure too
+    after = {state for errors, state in seen if errors > 0}
+    assert after <= {"reconnecting", "stopped"}, after  # never "starting" with the error counted
