@@ -8,8 +8,9 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip >/dev/null
 
+# the demo serves the operator page in-process: the hmi extra
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -e .
+	$(BIN)/pip install -e '.[hmi]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python

@@ -42,7 +42,8 @@ step "venv and package in $PREFIX"
 install -d -m 0755 "$PREFIX"
 [ -x "$PREFIX/venv/bin/python" ] || python3 -m venv "$PREFIX/venv"
 "$PREFIX/venv/bin/pip" install --quiet --upgrade pip
-"$PREFIX/venv/bin/pip" install --quiet --upgrade "$SOURCE"
+# the units run the HMI and the bridges too: the hmi, plc and mqtt extras
+"$PREFIX/venv/bin/pip" install --quiet --upgrade "$SOURCE[plc,hmi,mqtt]"
 LV="$PREFIX/venv/bin/linevision"
 
 step "models and docs"
@@ -56,7 +57,8 @@ for d in models docs; do
 done
 
 step "configuration in $ETC (kept if present)"
-install -d -m 0750 -o root -g "$USER_NAME" "$ETC" "$ETC/recipes" "$ETC/keys" "$ETC/keys/authorized"
+install -d -m 0750 -o root -g "$USER_NAME" "$ETC" "$ETC/recipes" "$ETC/keys" "$ETC/keys/authorized" \
+  "$ETC/mqtt"
 if [ ! -f "$ETC/config.yaml" ]; then
   install -m 0640 -o root -g "$USER_NAME" "$SOURCE/deploy/config.example.yaml" "$ETC/config.yaml"
   echo "    wrote $ETC/config.yaml from the example: set the camera serials and check it"
@@ -65,7 +67,7 @@ for r in "$SOURCE"/deploy/recipes/*.yaml; do
   [ -e "$r" ] || continue
   [ -f "$ETC/recipes/$(basename "$r")" ] || install -m 0640 -o root -g "$USER_NAME" "$r" "$ETC/recipes/"
 done
-for name in linevision bridge-plc bridge-reject hmi; do
+for name in linevision bridge-plc bridge-reject bridge-mqtt hmi; do
   [ -f "$ETC/keys/$name.key_secret" ] || "$LV" keys generate "$ETC/keys" --name "$name" >/dev/null
 done
 chgrp -R "$USER_NAME" "$ETC/keys"
@@ -78,9 +80,14 @@ fi
 
 step "systemd units"
 install -m 0644 "$SOURCE"/systemd/*.service "$UNITS/"
+for d in "$SOURCE"/systemd/*.service.d; do
+  [ -d "$d" ] || continue
+  install -d -m 0755 "$UNITS/$(basename "$d")"
+  install -m 0644 "$d"/*.conf "$UNITS/$(basename "$d")/"
+done
 systemctl daemon-reload
 systemctl enable linevision.service linevision-hmi.service
-for kind in plc reject; do
+for kind in plc reject mqtt; do
   if [ -f "$ETC/bridge-$kind.yaml" ]; then
     systemctl enable "linevision-bridge@$kind.service"
   fi
@@ -90,7 +97,7 @@ if [ "$START" -eq 1 ]; then
   step "restart"
   systemctl restart linevision.service
   systemctl restart linevision-hmi.service
-  for kind in plc reject; do
+  for kind in plc reject mqtt; do
     if systemctl is-enabled --quiet "linevision-bridge@$kind.service" 2>/dev/null; then
       systemctl restart "linevision-bridge@$kind.service"
     fi

@@ -6,9 +6,10 @@ import socket
 import threading
 from pathlib import Path
 
-from linevision.bus import VerdictMessage, subscribe
+from linevision.bus.subscriber import subscribe
+from linevision.bus.wire import VerdictMessage
 from linevision.config import Config
-from linevision.service import Service
+from linevision.daemon.service import Service
 
 EVAL_KEYS = (
     "n",

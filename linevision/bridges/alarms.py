@@ -16,7 +16,7 @@ from typing import Literal
 import zmq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from linevision.bus import SCHEMA, context
+from linevision.bus.wire import SCHEMA, context
 from linevision.log import get_logger
 
 log = get_logger(__name__)
@@ -50,7 +50,8 @@ class RejectReport(_Wire):
     station: str
     cell_id: int
     action: Literal["reject", "pass"]
-    reason: Literal["ng", "no_verdict", "ok"]
+    reason: Literal["ng", "no_verdict", "ok", "counter_jump"]
+    """``counter_jump``: rejected by the ``reject_all`` window after a counter jump."""
     verdicts: dict[str, Literal["OK", "NG"] | None]
     fired: bool
     """The reject output was driven (False for a pass, or when the output failed)."""
@@ -60,17 +61,18 @@ class RejectReport(_Wire):
 class BridgeHealth(_Wire):
     schema_: Literal[1] = Field(alias="schema")
     bridge: str
-    kind: Literal["plc", "reject"]
+    kind: Literal["plc", "reject", "mqtt"]
     state: BridgeState
-    """``connected``: the PLC / reject I/O link is up; ``retrying``: it is not (connecting or
-    backing off); ``down``: the bridge is stopping (its last message)."""
+    """``connected``: the PLC / reject I/O link / MQTT broker is up; ``retrying``: it is not
+    (connecting or backing off); ``down``: the bridge is stopping (its last message)."""
     stream_alive: bool | None
     """The bridge hears the daemon (None: not known yet)."""
     run_id: str | None
     last_seq: int | None
     """PLC bridge: the last seq the PLC acknowledged; reject bridge: the last verdict recorded."""
     backlog: int = Field(ge=0)
-    """Verdicts waiting for the PLC (always 0 for the reject bridge)."""
+    """Verdicts waiting for the PLC, or for the MQTT broker's PUBACK (always 0 for the reject
+    bridge)."""
     lost: int = Field(ge=0)
     retries: int = Field(ge=0)
     active: list[str]
@@ -151,7 +153,8 @@ class Reporter:
             self._emit(code, "info", False, detail)  # noqa: FBT003
 
     def repeat(self) -> None:
-        """Send every active condition again (a subscriber may have joined since)."""
+        """Send every active condition again, marked ``repeat`` (a subscriber may have joined
+        since); :func:`publish_health` calls it every period."""
         for code, detail in self.active.items():
             self._emit(code, "error", True, {**detail, "repeat": True}, quiet=True)  # noqa: FBT003
 
@@ -204,8 +207,15 @@ async def publish_health(
     stop: asyncio.Event,
     period_s: float = HEALTH_PERIOD_S,
 ) -> None:
-    """``snapshot()`` on ``health.<bridge>`` every ``period_s`` until ``stop`` is set."""
+    """Every ``period_s`` until ``stop`` is set: each active alarm again, then ``snapshot()``
+    on ``health.<bridge>``.
+
+    Alarms are state, not edges: a subscriber that joins at any moment (the HMI, an auditor,
+    or one that reconnects after this bridge restarted) sees every active condition within
+    one period, not only the edges sent while it was connected.
+    """
     while not stop.is_set():
+        reporter.repeat()
         reporter.health(snapshot())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), period_s)

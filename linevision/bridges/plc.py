@@ -21,10 +21,13 @@ from linevision.bridges.alarms import (
     publish_health,
 )
 from linevision.bridges.config import PlcBridgeConfig, PlcTarget
+from linevision.bridges.control_client import ControlRequestError, control_request
 from linevision.bridges.plc_link import (
     STATUS_BACKLOG,
+    STATUS_CHALLENGE,
     STATUS_LOST,
     STATUS_STREAM_ALIVE,
+    STATUS_VERIFIED,
     U32,
     Block,
     PlcError,
@@ -41,8 +44,9 @@ from linevision.bridges.subscriber import (
     load_position,
     save_position,
 )
-from linevision.bus import SCHEMA, VerdictMessage
+from linevision.bus.wire import SCHEMA, HeartbeatMessage, VerdictMessage
 from linevision.log import get_logger
+from linevision.types import Backoff
 
 log = get_logger(__name__)
 
@@ -77,7 +81,7 @@ class PlcBridge:
         self.lost = 0
         self.stream_alive = False
         self.stream_counters: Counter[str] = Counter()
-        self._status_failures = 0
+        self._status_backoff = Backoff(cfg.backoff.min_s, cfg.backoff.max_s)
         self._ready_unknown = True
         """Ready may still be set from a failed handshake: clear it (and see Ack clear) first."""
         self._pending: deque[VerdictMessage] = deque()
@@ -86,6 +90,9 @@ class PlcBridge:
         self._heartbeat = 0
         self._status_due = 0.0
         self._slots = slots_of(cfg.plc)
+        self.verified = False
+        """Every station of the bridge verified by its challenge (the last heartbeat's)."""
+        self.challenge_running = False
 
     @property
     def backlog(self) -> int:
@@ -141,6 +148,19 @@ class PlcBridge:
             self._status_due = 0.0
             self._wake.set()
 
+    def on_heartbeat(self, msg: HeartbeatMessage) -> None:
+        """The daemon's per-station ``verified``: the "vision verified" status bit."""
+        fields = [msg.stations.get(name, {}) for name in self.cfg.stations]
+        verified = all(f.get("verified") is True for f in fields)
+        running = any(f.get("challenge_running") is True for f in fields)
+        if (verified, running) == (self.verified, self.challenge_running):
+            return
+        if verified != self.verified:
+            log.info("vision_verified" if verified else "vision_not_verified", bridge=self.cfg.name)
+        self.verified, self.challenge_running = verified, running
+        self._status_due = 0.0
+        self._wake.set()
+
     async def run(self, stop: asyncio.Event) -> None:
         try:
             while not stop.is_set():
@@ -173,20 +193,50 @@ class PlcBridge:
             word |= STATUS_LOST
         if len(self._pending) > self._slots:
             word |= STATUS_BACKLOG
+        if self.stream_alive and self.verified:
+            word |= STATUS_VERIFIED
+        if self.stream_alive and self.challenge_running:
+            word |= STATUS_CHALLENGE
         return word
 
     async def _status(self, stop: asyncio.Event) -> None:
         self._heartbeat = (self._heartbeat + 1) & 0xFFFF
-        self.reporter.repeat()
         try:
             await self._ensure_connected()
             await self.link.write_status(self._heartbeat, self._status_word(), self.lost & U32)
+            await self._challenge_request()
         except PlcError as exc:
-            self._status_failures += 1
-            await self._failed(exc, self._status_failures, stop)
+            await self._failed(exc, self._status_backoff, stop)
             return
-        self._status_failures = 0
+        self._status_backoff.reset()
         self._status_due = time.monotonic() + self.cfg.heartbeat_s
+
+    async def _challenge_request(self) -> None:
+        """The PLC asks for a challenge: pass it to the daemon, then clear the request.
+
+        A request the daemon cannot take stays set (and ``challenge_request_failed`` active):
+        it is passed on again at the next status write.
+        """
+        link = self.cfg.challenge
+        if link is None or self.cfg.challenge_request() is None:
+            return
+        if not await self.link.read_request():
+            return
+        self.counters["challenge_requests"] += 1
+        body: dict[str, object] = {
+            "cmd": "challenge.run",
+            "trigger": "plc",
+            "user": f"plc:{self.cfg.name}",
+        }
+        try:
+            reply = await control_request(link.control, body, link.timeout_s)
+        except ControlRequestError as exc:
+            self.counters["challenge_requests_failed"] += 1
+            self.reporter.raise_once("challenge_request_failed", error=str(exc))
+            return
+        await self.link.clear_request()
+        self.reporter.clear("challenge_request_failed")
+        log.info("challenge_requested", bridge=self.cfg.name, runs=reply.get("runs"))
 
     async def _ensure_connected(self) -> None:
         if self._connected:
@@ -195,34 +245,33 @@ class PlcBridge:
         self._connected = True
         self.counters["connects"] += 1
         log.info("plc_connected", bridge=self.cfg.name)
-        self.reporter.clear("plc_unreachable")
+        for code in ("plc_unreachable", "plc_untrusted", "plc_auth_refused", "plc_security"):
+            self.reporter.clear(code)
 
     async def _deliver(self, first: Block, stop: asyncio.Event) -> None:
-        attempt = 0
+        backoff = Backoff(self.cfg.backoff.min_s, self.cfg.backoff.max_s)
         block = first
         while not stop.is_set():
             try:
                 await self._ensure_connected()
                 t_ready_ns = await self._handshake(block)
             except PlcError as exc:
-                attempt += 1
-                await self._failed(exc, attempt, stop)
+                await self._failed(exc, backoff, stop)
                 block = self._next_block()
                 continue
-            self._delivered(block, t_ready_ns, attempt)
+            self._delivered(block, t_ready_ns, backoff.failures)
             return
 
-    async def _failed(self, exc: PlcError, attempt: int, stop: asyncio.Event) -> None:
+    async def _failed(self, exc: PlcError, backoff: Backoff, stop: asyncio.Event) -> None:
         self.counters[exc.code] += 1
-        self.counters["retries"] += 1 if attempt else 0
+        self.counters["retries"] += 1
         self.reporter.raise_once(
             exc.code, error=str(exc), backlog=len(self._pending), count=self.counters[exc.code]
         )
         if self._connected:
             self._connected = False
             await self.link.close()
-        b = self.cfg.backoff
-        delay = min(b.max_s, b.min_s * (2 ** max(0, attempt - 1)))
+        delay = backoff.failed()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)
 
@@ -280,7 +329,13 @@ async def run_plc_bridge(
     reporter = Reporter(cfg.report.publish, cfg.name)
     bridge = PlcBridge(cfg, link if link is not None else make_link(cfg.plc), reporter)
     resume = load_position(cfg.state_file)
-    stream = VerdictStream(cfg.source, bridge.on_event, resume, client_keys(cfg.source.curve))
+    stream = VerdictStream(
+        cfg.source,
+        bridge.on_event,
+        resume,
+        client_keys(cfg.source.curve),
+        on_heartbeat=bridge.on_heartbeat,
+    )
     bridge.stream_counters = stream.counters
     log.info("plc_bridge_started", bridge=cfg.name, plc=cfg.plc.kind, resume=str(resume))
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from linevision.bus import VerdictMessage
+from linevision.bus.wire import VerdictMessage
 
 VERDICT_CODES: dict[str, int] = {"OK": 1, "NG": 2}
 REASON_CODES: dict[str | None, int] = {
@@ -28,6 +28,11 @@ STATUS_LOST = 1 << 1
 """Bit 1: at least one verdict was lost since the bridge started (see the ``lost`` counter)."""
 STATUS_BACKLOG = 1 << 2
 """Bit 2: more verdicts wait than one block holds (the PLC side is behind)."""
+STATUS_VERIFIED = 1 << 3
+"""Bit 3: vision verified: the daemon is heard and every station the bridge sends passed its
+last challenge, on the model in force, in time (docs/lifecycle.md). 0 blocks the line."""
+STATUS_CHALLENGE = 1 << 4
+"""Bit 4: a challenge run is in progress on one of the bridge's stations."""
 
 U32 = 0xFFFFFFFF
 
@@ -99,3 +104,9 @@ class PlcLink(Protocol):
     async def read_ack(self) -> bool: ...
 
     async def write_status(self, heartbeat: int, status: int, lost: int) -> None: ...
+
+    async def read_request(self) -> bool:
+        """The PLC's challenge request (register or node); only called when configured."""
+
+    async def clear_request(self) -> None:
+        """Write the challenge request back to 0 (the daemon took it)."""

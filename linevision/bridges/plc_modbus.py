@@ -38,7 +38,18 @@ def runs(values: dict[int, int]) -> list[tuple[int, list[int]]]:
 
 
 def block_registers(m: ModbusMap, block: Block) -> dict[int, int]:
-    regs: dict[int, int] = {m.count: len(block.slots)}
+    """Every register of the block's span (``ModbusMap.block_span``): count, run tag, the
+    slots, and 0 in spare words and unused slots, so the span is one contiguous write.
+
+    >>> from linevision.bridges.plc_link import Slot
+    >>> b = Block("r", 7, (Slot(seq=1, cell_id=2, station=3, verdict=1, reason=0),), ())
+    >>> regs = block_registers(ModbusMap(slots=2), b)
+    >>> runs(regs) == [(6, [1, 0, 7, 0, 1, 0, 2, 3, 1, 0, 0] + [0] * 8)]
+    True
+    """
+    lo, hi = m.block_span()
+    regs: dict[int, int] = dict.fromkeys(range(lo, hi + 1), 0)
+    regs[m.count] = len(block.slots)
     regs.update(zip((m.run_tag, m.run_tag + 1), u32(block.tag), strict=True))
     for i, s in enumerate(block.slots):
         base = m.slot_base + i * m.slot_stride
@@ -114,21 +125,35 @@ class ModbusLink:
             raise PlcError(msg) from exc
 
     async def write_block(self, block: Block) -> None:
-        await self._write(runs(block_registers(self.target.map, block)))
+        """One Write Multiple Registers (function 16) for the whole block."""
+        (write,) = runs(block_registers(self.target.map, block))
+        await self._write([write])
 
     async def set_ready(self, ready: bool) -> None:  # noqa: FBT001
         await self._write([(self.target.map.ready, [int(ready)])])
 
-    async def read_ack(self) -> bool:
+    async def _read(self, address: int, what: str) -> int:
         client = self._live()
         try:
             rr = await client.read_holding_registers(
-                self.target.map.ack, count=1, device_id=self.target.device_id
+                address, count=1, device_id=self.target.device_id
             )
         except (ModbusException, OSError, TimeoutError) as exc:
             msg = f"read from {self._where()} failed: {exc}"
             raise PlcError(msg) from exc
-        return bool(self._check(rr, "read of ack").registers[0])
+        return int(self._check(rr, f"read of {what}").registers[0])
+
+    async def read_ack(self) -> bool:
+        return bool(await self._read(self.target.map.ack, "ack"))
+
+    async def read_request(self) -> bool:
+        address = self.target.map.challenge_request
+        return address is not None and bool(await self._read(address, "challenge_request"))
+
+    async def clear_request(self) -> None:
+        address = self.target.map.challenge_request
+        if address is not None:
+            await self._write([(address, [0])])
 
     async def write_status(self, heartbeat: int, status: int, lost: int) -> None:
         await self._write(runs(status_registers(self.target.map, heartbeat, status, lost)))

@@ -82,16 +82,28 @@ class S7Link:
     async def set_ready(self, ready: bool) -> None:  # noqa: FBT001
         await self._write({self.target.map.ready: int(ready)})
 
-    async def read_ack(self) -> bool:
+    async def _read_word(self, register: int) -> int:
         client = self._live()
         try:
             data = await asyncio.wait_for(
-                client.db_read(self.target.db, 2 * self.target.map.ack, 2), self.target.timeout_s
+                client.db_read(self.target.db, 2 * register, 2), self.target.timeout_s
             )
         except _ERRORS as exc:
             msg = f"read from {self._where()} failed: {exc!r}"
             raise PlcError(msg) from exc
-        return int.from_bytes(bytes(data[:2]), "big") != 0
+        return int.from_bytes(bytes(data[:2]), "big")
+
+    async def read_ack(self) -> bool:
+        return await self._read_word(self.target.map.ack) != 0
+
+    async def read_request(self) -> bool:
+        register = self.target.map.challenge_request
+        return register is not None and await self._read_word(register) != 0
+
+    async def clear_request(self) -> None:
+        register = self.target.map.challenge_request
+        if register is not None:
+            await self._write({register: 0})
 
     async def write_status(self, heartbeat: int, status: int, lost: int) -> None:
         await self._write(status_registers(self.target.map, heartbeat, status, lost))

@@ -1,7 +1,7 @@
-"""Reject-station I/O over Modbus TCP: a counter register in, a coil pulse out.
+"""Reject-station I/O over Modbus TCP: a counter register in; a decision and a coil pulse out.
 
 A plant with other I/O implements :class:`linevision.bridges.reject.RejectIo` (connect,
-close, read_counter, fire) and passes it to ``run_reject_bridge``.
+close, read_counter, fire, decide) and passes it to ``run_reject_bridge``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ from linevision.log import get_logger
 log = get_logger(__name__)
 
 _ERRORS = (ModbusException, OSError, TimeoutError)
+DECISION_PASS = 1
+DECISION_REJECT = 2
+"""The third register of a decision (``output.decision_register``)."""
 
 
 class ModbusRejectIo:
@@ -121,6 +124,39 @@ class ModbusRejectIo:
         self._off_at = loop.time() + out.pulse_ms / 1000.0
         if self._off_task is None or self._off_task.done():
             self._off_task = asyncio.create_task(self._switch_off())
+
+    async def decide(self, counter: int, *, reject: bool) -> None:
+        out = self.cfg.output
+        if out.decision_register is None:
+            return
+        client = self._live()
+        regs = [*u32(counter), DECISION_REJECT if reject else DECISION_PASS]
+        try:
+            rr = await client.write_registers(
+                out.decision_register, regs, device_id=self.cfg.io.device_id
+            )
+        except _ERRORS as exc:
+            msg = f"decision write to {self._where()} failed: {exc}"
+            raise PlcError(msg, "io_unreachable") from exc
+        self._check(rr, "decision write")
+
+    async def stop_line(self) -> None:
+        stop = self.cfg.on_jump.stop
+        if stop is None:
+            msg = "no on_jump.stop output is configured"
+            raise PlcError(msg, "io_refused")
+        client = self._live()
+        dev = self.cfg.io.device_id
+        try:
+            if stop.coil is not None:
+                rr = await client.write_coil(stop.coil, value=True, device_id=dev)
+            else:
+                assert stop.holding_register is not None  # the config sets exactly one of the two
+                rr = await client.write_register(stop.holding_register, stop.value, device_id=dev)
+        except _ERRORS as exc:
+            msg = f"line stop write to {self._where()} failed: {exc}"
+            raise PlcError(msg, "io_unreachable") from exc
+        self._check(rr, "line stop write")
 
     async def _switch_off(self) -> None:
         loop = asyncio.get_running_loop()

@@ -20,9 +20,11 @@ from pathlib import Path
 import zmq
 import zmq.asyncio
 
-from linevision import keys
 from linevision.bridges.config import SourceConfig
-from linevision.bus import (
+from linevision.bus import curve as keys
+from linevision.bus.replay import ReplayClient, ReplayError
+from linevision.bus.subscriber import open_sub
+from linevision.bus.wire import (
     HEARTBEAT_TOPIC,
     VERDICT_PREFIX,
     BusMessageError,
@@ -32,8 +34,7 @@ from linevision.bus import (
     parse_message,
 )
 from linevision.config import CurveClientConfig
-from linevision.log import get_logger
-from linevision.replay import ReplayClient, ReplayError
+from linevision.log import RateLimitedLog, get_logger
 
 log = get_logger(__name__)
 
@@ -94,15 +95,25 @@ def save_position(path: Path, pos: Position) -> None:
 
 
 class VerdictStream:
-    def __init__(
+    def __init__(  # noqa: PLR0913  (the source, the sink, where to start, keys, heartbeats)
         self,
         cfg: SourceConfig,
         sink: Sink,
         resume: Position | None = None,
         curve: keys.ClientKeys | None = None,
+        on_heartbeat: Callable[[HeartbeatMessage], None] | None = None,
+        *,
+        from_run_start: bool = False,
     ) -> None:
         self.cfg = cfg
         self._sink = sink
+        self._on_heartbeat = on_heartbeat
+        """Called with each heartbeat after its gap (if any) was recovered (the stations'
+        ``verified``, for the PLC's bit)."""
+        self._from_run_start = from_run_start
+        """Without ``resume``: begin with the current run's first journaled verdict, not
+        with the first message heard (what the journal no longer holds is skipped, not lost)."""
+        self._joining = False
         self._resume = resume
         self._curve = curve
         self.run_id: str | None = None
@@ -110,18 +121,13 @@ class VerdictStream:
         self.alive: bool | None = None
         """None until the first message or the first heartbeat timeout."""
         self.counters: Counter[str] = Counter()
+        self._bad_input = RateLimitedLog(log)
         self._replay = ReplayClient(cfg.replay, curve) if cfg.replay is not None else None
 
     async def run(self, stop: asyncio.Event) -> None:
         ctx = zmq.asyncio.Context(context())
-        sock = ctx.socket(zmq.SUB)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RCVHWM, 100_000)
-        for topic in (VERDICT_PREFIX, HEARTBEAT_TOPIC):
-            sock.setsockopt(zmq.SUBSCRIBE, topic.encode("ascii"))
-        if self._curve is not None:
-            keys.make_client(sock, self._curve)
-        sock.connect(self.cfg.verdicts)
+        topics = (VERDICT_PREFIX, HEARTBEAT_TOPIC)
+        sock = open_sub(ctx, self.cfg.verdicts, topics, self._curve)
         last_heard = time.monotonic()
         try:
             while not stop.is_set():
@@ -157,7 +163,7 @@ class VerdictStream:
 
     def _invalid(self, error: str) -> None:
         self.counters["invalid"] += 1
-        log.warning("invalid_message", error=error[:300], count=self.counters["invalid"])
+        self._bad_input.warning("invalid_message", error=error[:300])
 
     async def handle(self, msg: VerdictMessage | HeartbeatMessage) -> None:
         """Apply one validated message (public for tests that feed messages directly)."""
@@ -171,6 +177,8 @@ class VerdictStream:
         if isinstance(msg, HeartbeatMessage):
             if msg.seq >= self.next_seq:
                 await self._recover(msg.run_id, self.next_seq, msg.seq)
+            if self._on_heartbeat is not None:
+                self._on_heartbeat(msg)
             return
         self.counters["received"] += 1
         if msg.seq < self.next_seq:
@@ -178,6 +186,7 @@ class VerdictStream:
             return
         if msg.seq > self.next_seq:
             await self._recover(msg.run_id, self.next_seq, msg.seq - 1)
+        self._joining = False
         await self._sink(msg)
         self.next_seq = msg.seq + 1
 
@@ -192,14 +201,23 @@ class VerdictStream:
             return
         self.run_id = msg.run_id
         self.next_seq = msg.seq + 1 if isinstance(msg, HeartbeatMessage) else msg.seq
+        if self._from_run_start:
+            self.next_seq, self._joining = 1, True
         log.info("stream_joined", run_id=msg.run_id, next_seq=self.next_seq)
 
     async def _recover(self, run_id: str, first: int, last: int) -> None:
         """Fetch ``first..last`` of the current run and pass it on; the rest becomes Lost."""
-        self.counters["gaps"] += 1
-        log.warning("gap", run_id=run_id, first_seq=first, last_seq=last)
-        got, _ = await self._fetch(run_id, first, last)
-        if got <= last:
+        joining, self._joining = self._joining, False
+        if joining:
+            log.info("stream_backfill", run_id=run_id, first_seq=first, last_seq=last)
+        else:
+            self.counters["gaps"] += 1
+            log.warning("gap", run_id=run_id, first_seq=first, last_seq=last)
+        got, _ = await self._fetch(run_id, first, last, lose_pruned=not joining)
+        if got <= last and joining:
+            self.counters["backfill_missed"] += last - got + 1
+            log.warning("stream_backfill_incomplete", run_id=run_id, first_seq=got, last_seq=last)
+        elif got <= last:
             await self._lose(run_id, got, last, "not_recovered")
         self.next_seq = last + 1
 
@@ -209,7 +227,9 @@ class VerdictStream:
         if not complete:
             await self._lose(run_id, got, None, "run_end_unknown")
 
-    async def _fetch(self, run_id: str, first: int, last: int | None) -> tuple[int, bool]:
+    async def _fetch(
+        self, run_id: str, first: int, last: int | None, *, lose_pruned: bool = True
+    ) -> tuple[int, bool]:
         """Deliver what replay has of ``first..last`` (``last`` None: to the run's end).
 
         Returns the next seq still wanted, and whether the run's end was confirmed.
@@ -234,7 +254,8 @@ class VerdictStream:
                 break
             if reply.first_seq is not None and reply.first_seq > nxt:
                 end = reply.first_seq - 1 if last is None else min(last, reply.first_seq - 1)
-                await self._lose(run_id, nxt, end, "pruned")
+                if lose_pruned:
+                    await self._lose(run_id, nxt, end, "pruned")
                 nxt = end + 1
             for v in batch.verdicts:
                 self.counters["recovered"] += 1

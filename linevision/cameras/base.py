@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Literal, Protocol
 
 from linevision.types import Image
 
-Backend = Literal["pylon", "harvesters", "replay"]
+Backend = Literal["pylon", "harvesters", "replay", "aravis"]
 
 
 class CameraError(Exception):
@@ -18,16 +18,47 @@ class CameraError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class StreamStats:
+    """A network camera's stream counters since its stream was created (GigE Vision).
+
+    ``completed`` buffers delivered whole, ``failures`` delivered incomplete or failed,
+    ``underruns`` frames dropped for want of a free buffer, ``timeouts`` buffers given up at
+    the frame retention time, ``missing_frames`` frames of which no packet arrived,
+    ``missing_packets`` packets never received (after resends), ``resend_requests`` packets
+    asked for again, ``resent_packets`` packets that came on such a request.
+    """
+
+    completed: int = 0
+    failures: int = 0
+    underruns: int = 0
+    timeouts: int = 0
+    missing_frames: int = 0
+    missing_packets: int = 0
+    resend_requests: int = 0
+    resent_packets: int = 0
+
+    def plus(self, other: StreamStats) -> StreamStats:
+        """Field-wise sum (counters of successive streams of one camera).
+
+        >>> StreamStats(completed=2, failures=1).plus(StreamStats(completed=3)).completed
+        5
+        """
+        return StreamStats(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+
+@dataclass(frozen=True, slots=True)
 class RawGrab:
     """One buffer as the camera delivered it.
 
     ``image`` owns its memory (copied out of the camera buffer); ``None`` means the buffer
-    failed or was incomplete, and ``detail`` says why.
+    failed or was incomplete, and ``detail`` says why. ``stream``: the driver's stream
+    counters after this buffer, for backends that have them.
     """
 
     frame_counter: int
     image: Image | None
     detail: str = ""
+    stream: StreamStats | None = None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,12 @@ Line-scan cameras (``line_scan``): each buffer is a strip; buffers are counted a
 strip n is part ``n % strips_per_cell`` of cell ``n // strips_per_cell`` (counting from 1).
 A fault on any strip faults its cell once. With a software trigger the strips of a cell are
 triggered one strip period apart, and cells ``1 / rate_hz`` apart.
+
+Frame time: a frame's ``t_mono_ns`` and ``t_wall_ns`` are its capture instant, the one instant
+its cell's deadline and its verdict's ``latency_ms`` count from. With a software trigger that
+is when the trigger was sent (taken just before sending it). With a hardware trigger or
+free-run it is when the buffer arrived: the camera's own timestamp counts on the camera's
+clock, not the host's (and pypylon's emulator leaves it 0).
 """
 
 from __future__ import annotations
@@ -25,10 +31,10 @@ from dataclasses import asdict, dataclass, replace
 from types import TracebackType
 from typing import Literal, Self
 
-from linevision.cameras.base import CameraDriver, CameraError, RawGrab
+from linevision.cameras.base import CameraDriver, CameraError, RawGrab, StreamStats
 from linevision.config import CameraConfig
 from linevision.log import get_logger
-from linevision.types import Frame, FrameFault, Reason, now_ns
+from linevision.types import Backoff, Frame, FrameFault, Reason, now_ns
 
 log = get_logger(__name__)
 
@@ -52,6 +58,7 @@ class WorkerStats:
     ``bad_frames``, ``timeouts``, ``camera_errors`` and ``trigger_overruns`` count cells
     faulted for that reason; ``device_errors`` counts device failures (lost or failed to
     open); ``late_frames`` counts frames dropped because their cell had already been faulted.
+    ``stream``: a network camera's stream counters, summed over reconnects (else None).
     """
 
     state: State = "starting"
@@ -66,12 +73,16 @@ class WorkerStats:
     late_frames: int = 0
     unexpected_errors: int = 0
     sink_errors: int = 0
+    stream: StreamStats | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
     cell_id: int
     t_trigger: float
+    t_capture_mono_ns: int
+    """The capture instant: taken just before the trigger was sent (monotonic ns)."""
+    t_capture_wall_ns: int
 
 
 class AcquisitionWorker:
@@ -108,7 +119,7 @@ class AcquisitionWorker:
         self._thread = threading.Thread(target=self._run, name=f"camera-{cfg.id}", daemon=True)
         self._driver: CameraDriver | None = None
         self._ever_opened = False
-        self._backoff = cfg.reconnect_min_s
+        self._backoff = Backoff(cfg.reconnect_min_s, cfg.reconnect_max_s)
         self._next_open = 0.0
         self._last_cell = 0
         self._next_slot: float | None = None
@@ -116,6 +127,9 @@ class AcquisitionWorker:
         self._pending: dict[int, _Pending] = {}
         self._base: int | None = None
         self._last_counter: int | None = None
+        self._stream_before = StreamStats()
+        """Stream counters of the drivers closed before the current one."""
+        self._stream_now: StreamStats | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -130,6 +144,9 @@ class AcquisitionWorker:
 
     def is_alive(self) -> bool:
         return self._thread.is_alive()
+
+    def threads(self) -> tuple[threading.Thread, ...]:
+        return (self._thread,)
 
     def stats(self) -> WorkerStats:
         with self._lock:
@@ -167,7 +184,7 @@ class AcquisitionWorker:
                     self._lose(f"unexpected error: {exc!r}")
                 except Exception as inner:
                     log.exception("acquisition_error", camera=self.camera_id, error=repr(inner))
-                    self._stop.wait(self._backoff)
+                    self._stop.wait(self._backoff.delay_s)
         self._shutdown()
 
     def _step_down(self) -> None:
@@ -200,9 +217,8 @@ class AcquisitionWorker:
         except Exception as exc:
             if not isinstance(exc, CameraError):
                 self._bump("unexpected_errors")
-            retry = self._backoff
+            retry = self._backoff.failed()
             self._next_open = time.monotonic() + retry
-            self._backoff = min(self._backoff * 2, self.cfg.reconnect_max_s)
             log.warning(
                 "camera_open_failed", camera=self.camera_id, error=str(exc), retry_in_s=retry
             )
@@ -211,7 +227,7 @@ class AcquisitionWorker:
         now = time.monotonic()
         self._fault_due_slots(now)
         self._driver = driver
-        self._backoff = self.cfg.reconnect_min_s
+        self._backoff.reset()
         self._seq = 0
         self._pending.clear()
         self._base = None
@@ -266,6 +282,7 @@ class AcquisitionWorker:
             return True
         self._advance_slot()
         cell = self._new_cell()
+        t_mono, t_wall = now_ns()
         try:
             accepted = driver.trigger()
         except CameraError as exc:
@@ -273,7 +290,7 @@ class AcquisitionWorker:
             self._lose(str(exc))
             return False
         if accepted:
-            self._pending[self._seq] = _Pending(cell, time.monotonic())
+            self._pending[self._seq] = _Pending(cell, time.monotonic(), t_mono, t_wall)
             self._seq += 1
             self._bump("triggers")
         else:
@@ -321,6 +338,11 @@ class AcquisitionWorker:
                 self._fault(pending.cell_id, "timeout", "no frame within grab_timeout_ms")
 
     def _deliver(self, raw: RawGrab, t_mono: int, t_wall: int) -> None:
+        if raw.stream is not None:
+            self._stream_now = raw.stream
+            with self._lock:
+                total = self._stream_before.plus(raw.stream)
+                self._stats = replace(self._stats, stream=total)
         if self._software:
             if self._base is None and self._pending:
                 self._base = raw.frame_counter
@@ -340,6 +362,8 @@ class AcquisitionWorker:
                 self._fault(pending.cell_id, "timeout", "frame arrived after grab_timeout_ms")
                 return
             cell = pending.cell_id
+            # the frame was taken when it was triggered, not when it reached us
+            t_mono, t_wall = pending.t_capture_mono_ns, pending.t_capture_wall_ns
         else:
             last = self._last_counter
             skipped = raw.frame_counter - last - 1 if last is not None else 0
@@ -370,9 +394,8 @@ class AcquisitionWorker:
             self._fault(self._pending[seq].cell_id, "camera_error", detail)
         self._pending.clear()
         self._close_driver()
-        retry = self._backoff
+        retry = self._backoff.failed()
         self._next_open = time.monotonic() + retry
-        self._backoff = min(self._backoff * 2, self.cfg.reconnect_max_s)
         log.warning("camera_lost", camera=self.camera_id, error=detail, retry_in_s=retry)
         self._set_state("reconnecting", detail, bump="device_errors")
 
@@ -406,6 +429,9 @@ class AcquisitionWorker:
 
     def _close_driver(self) -> None:
         driver, self._driver = self._driver, None
+        if self._stream_now is not None:
+            self._stream_before = self._stream_before.plus(self._stream_now)
+            self._stream_now = None
         if driver is not None:
             try:
                 driver.close()

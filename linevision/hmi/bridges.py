@@ -23,8 +23,9 @@ from linevision.bridges.alarms import (
     ReportError,
     parse_report,
 )
-from linevision.bus import context
-from linevision.log import get_logger
+from linevision.bus.subscriber import open_sub
+from linevision.bus.wire import context
+from linevision.log import RateLimitedLog, get_logger
 
 log = get_logger(__name__)
 
@@ -115,9 +116,11 @@ class BridgeBoard:
         return out
 
     def alarms(self, now: float) -> list[dict[str, str]]:
+        """``level``, ``code``, ``text`` and ``subject`` (the bridge's name) of each alarm."""
         out: list[dict[str, str]] = []
         for endpoint, b in sorted(self._bridges.items()):
             name = endpoint if b.health is None else b.health.bridge
+            first = len(out)
             state, age = self._state(b, now)
             if state == "down":
                 why = (
@@ -127,9 +130,8 @@ class BridgeBoard:
                     if age > BRIDGE_STALE_S
                     else "stopped"
                 )
-                out.append(
-                    {"level": "critical", "code": "bridge_down", "text": f"bridge {name}: {why}"}
-                )
+                text = f"bridge {name}: {why}"
+                out.append({"level": "critical", "code": "bridge_down", "text": text})
             else:
                 for code in sorted(b.active):
                     msg = b.latest.get(code)
@@ -143,6 +145,8 @@ class BridgeBoard:
                 level = _LEVEL.get(msg.severity)
                 if level is not None:
                     out.append({"level": level, "code": code, "text": alarm_text(name, msg)})
+            for alarm in out[first:]:
+                alarm["subject"] = name
         return out
 
 
@@ -157,6 +161,7 @@ class ReportFeed:
     ) -> None:
         self.endpoints = endpoints
         self.invalid = 0
+        self._bad_input = RateLimitedLog(log)
         self._sink = sink
         self._on_invalid = on_invalid
         self._stop = threading.Event()
@@ -164,6 +169,9 @@ class ReportFeed:
 
     def start(self) -> None:
         self._thread.start()
+
+    def threads(self) -> tuple[threading.Thread, ...]:
+        return (self._thread,) if self._thread.ident is not None else ()
 
     def stop(self, timeout_s: float = 2.0) -> None:
         self._stop.set()
@@ -175,12 +183,8 @@ class ReportFeed:
         socks: dict[zmq.Socket[bytes], str] = {}
         try:
             for endpoint in self.endpoints:
-                sock = context().socket(zmq.SUB)
+                sock = open_sub(context(), endpoint, (HEALTH_PREFIX, ALARM_PREFIX))
                 socks[sock] = endpoint
-                sock.setsockopt(zmq.LINGER, 0)
-                for topic in (HEALTH_PREFIX, ALARM_PREFIX):
-                    sock.setsockopt(zmq.SUBSCRIBE, topic.encode("ascii"))
-                sock.connect(endpoint)
                 poller.register(sock, zmq.POLLIN)
                 log.info("hmi_bridge_subscribed", endpoint=endpoint)
             while not self._stop.is_set():
@@ -196,7 +200,11 @@ class ReportFeed:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            self._one(endpoint, frames)
+            try:
+                self._one(endpoint, frames)
+            except Exception as exc:
+                self.invalid += 1
+                self._bad_input.exception("hmi_report_failed", endpoint=endpoint, error=repr(exc))
 
     def _one(self, endpoint: str, frames: list[bytes]) -> None:
         msg: AlarmMessage | BridgeHealth | RejectReport | None = None
@@ -213,4 +221,4 @@ class ReportFeed:
             error = "not a health or alarm message"
         self.invalid += 1
         self._on_invalid(endpoint)
-        log.warning("hmi_invalid_report", endpoint=endpoint, error=error[:300], count=self.invalid)
+        self._bad_input.warning("hmi_invalid_report", endpoint=endpoint, error=error[:300])

@@ -1,13 +1,15 @@
 """The HMI server: a SUB socket in a thread feeds :class:`HmiState`; Starlette serves the page.
 
-Routes (all GET, read-only):
+Routes (GET but the acknowledgement and the review page's POST: ``hmi/review.py``):
 
-- ``/`` the page; ``/static/*`` its script and style (package data, no build step);
+- ``/`` the page; ``/static/*`` its scripts and styles (package data, no build step, one
+  file per concern: ``static/js/``, ``static/css/``); ``/favicon.ico``;
 - ``/events`` server-sent events: one JSON snapshot per ``1 / push_hz`` s when it changed;
 - ``/api/state`` the same snapshot once;
-- ``/img/<station>/<run_id>/<seq>.jpg?t=<t_frame_ns>`` a verdict's image with its overlay,
-  read from the archive folder the daemon writes (it may take a moment to appear, so the
-  server waits up to ``IMAGE_WAIT_S`` before answering 404);
+- ``/img/...`` and ``/api/picture/...`` a verdict's pictures from the archive folder the
+  daemon writes (:mod:`linevision.hmi.pictures`);
+- ``POST /api/alarms/ack`` ``{"alarm": <key>, "operator": <name>}``: an operator
+  acknowledges an active alarm (recorded in the log and on the page); 400 names a bad field;
 - ``/healthz``.
 
 With ``hmi.bridges``, a second thread subscribes to each bridge's health and alarms
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import re
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -42,23 +43,33 @@ from starlette.responses import (
 )
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from linevision import keys
-from linevision.archive import archive_dir, image_relpath
-from linevision.bus import BusMessageError, context, parse_message
+from linevision.bus import curve as keys
+from linevision.bus.subscriber import open_sub
+from linevision.bus.wire import (
+    HEARTBEAT_TOPIC,
+    VERDICT_PREFIX,
+    BusMessageError,
+    context,
+    parse_message,
+)
 from linevision.config import Config, HmiConfig, split_listen
+from linevision.hmi.alarms import MAX_ACK_BYTES, AckError, parse_ack
 from linevision.hmi.bridges import ReportFeed
-from linevision.hmi.state import HmiState
-from linevision.log import get_logger
-from linevision.paths import credential
+from linevision.hmi.pictures import Pictures
+from linevision.hmi.review import ReviewApi
+from linevision.hmi.state import HmiState, StationMeta, stations_of
+from linevision.lifecycle.review import StationRules
+from linevision.log import RateLimitedLog, get_logger
+from linevision.paths import archive_dir, credential, review_dir
 
 log = get_logger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
-IMAGE_WAIT_S = 2.0
 _COOKIE = "linevision_hmi"
-_STATION = re.compile(r"^[a-z0-9_]+$")
-_RUN_ID = re.compile(r"^[0-9a-f]{8,64}$")
+TICK_S = 0.5
+"""How often the feed evaluates the alarms when no page asks for a snapshot."""
 
 
 class BusFeed:
@@ -70,12 +81,20 @@ class BusFeed:
         self.endpoint = endpoint
         self.state = state
         self._curve = curve
-        self.invalid = 0
+        self.bad_input = RateLimitedLog(log)
+        """Messages that were not valid verdicts or heartbeats, or that the state refused."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="hmi-feed", daemon=True)
 
+    @property
+    def invalid(self) -> int:
+        return self.bad_input.count
+
     def start(self) -> None:
         self._thread.start()
+
+    def threads(self) -> tuple[threading.Thread, ...]:
+        return (self._thread,)
 
     def stop(self, timeout_s: float = 2.0) -> None:
         self._stop.set()
@@ -83,17 +102,15 @@ class BusFeed:
             self._thread.join(timeout_s)
 
     def _loop(self) -> None:
-        sock = context().socket(zmq.SUB)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RCVHWM, 100_000)
-        for topic in (b"verdict.", b"heartbeat"):
-            sock.setsockopt(zmq.SUBSCRIBE, topic)
-        if self._curve is not None:
-            keys.make_client(sock, self._curve)
-        sock.connect(self.endpoint)
+        topics = (VERDICT_PREFIX, HEARTBEAT_TOPIC)
+        sock = open_sub(context(), self.endpoint, topics, self._curve)
         log.info("hmi_subscribed", endpoint=self.endpoint, curve=self._curve is not None)
+        ticked = time.monotonic()
         try:
             while not self._stop.is_set():
+                if time.monotonic() - ticked >= TICK_S:
+                    ticked = time.monotonic()
+                    self.state.tick()
                 if not sock.poll(200):
                     continue
                 while True:
@@ -106,13 +123,16 @@ class BusFeed:
             sock.close(0)
 
     def _one(self, frames: list[bytes]) -> None:
+        """Never raises: a bad message is counted, and the feed goes on."""
         if len(frames) != 2:
-            self.invalid += 1
+            self.bad_input.warning("hmi_invalid_message", error=f"{len(frames)} frames")
             return
         try:
             self.state.ingest(parse_message(frames[0], frames[1]))
-        except BusMessageError:
-            self.invalid += 1
+        except BusMessageError as exc:
+            self.bad_input.warning("hmi_invalid_message", error=str(exc)[:300])
+        except Exception as exc:
+            self.bad_input.exception("hmi_message_failed", error=repr(exc)[:300])
 
 
 class _Snapshots:
@@ -126,6 +146,11 @@ class _Snapshots:
         self._lock = threading.Lock()
         self.builds = 0
         self.build_ms_max = 0.0
+
+    def invalidate(self) -> None:
+        """The next ``get`` builds afresh (an operator's action shows at once)."""
+        with self._lock:
+            self._json = ""
 
     def get(self) -> str:
         with self._lock:
@@ -145,7 +170,7 @@ def _token_guard(
     async def guard(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        if request.url.path == "/healthz":
+        if request.url.path in ("/healthz", "/favicon.ico"):
             return await call_next(request)
         given = request.query_params.get("token") or request.cookies.get(_COOKIE, "")
         auth = request.headers.get("authorization", "")
@@ -161,6 +186,44 @@ def _token_guard(
     return guard
 
 
+class _LogErrors:
+    """Any exception a request raises is one JSON log event and a JSON 500, never more.
+
+    Without it, Starlette answers 500 and re-raises, and uvicorn logs the traceback again.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.failures = RateLimitedLog(log)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            self.failures.exception(
+                "hmi_request_failed", path=str(scope.get("path", ""))[:200], error=repr(exc)[:300]
+            )
+            if not started:
+                await JSONResponse({"error": "internal error"}, status_code=500)(
+                    scope, receive, send
+                )
+
+
+def bad_parameter(param: str, problem: str) -> Response:
+    """HTTP 400 with ``{"error": "<param>: <problem>", "param": "<param>"}``."""
+    return JSONResponse({"error": f"{param}: {problem}", "param": param}, status_code=400)
+
+
 class _Handlers:
     def __init__(
         self, state: HmiState, archive: Path | None, push_hz: float, stop: threading.Event
@@ -169,6 +232,13 @@ class _Handlers:
         self.archive = archive
         self.snapshots = _Snapshots(state, push_hz)
         self.stop = stop
+        self.bad_input = RateLimitedLog(log)
+        """Requests refused with 400."""
+        self.pictures = Pictures(archive, stop, self._bad)
+
+    def _bad(self, param: str, problem: str) -> Response:
+        self.bad_input.warning("hmi_bad_request", param=param)
+        return bad_parameter(param, problem)
 
     async def index(self, _request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
@@ -176,8 +246,34 @@ class _Handlers:
     async def api_state(self, _request: Request) -> Response:
         return Response(self.snapshots.get(), media_type="application/json")
 
+    async def favicon(self, _request: Request) -> Response:
+        headers = {"Cache-Control": "max-age=86400"}
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml", headers=headers)
+
+    async def ack(self, request: Request) -> Response:
+        """``{"alarm": key, "operator": name}`` as JSON; 400 names what is wrong."""
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_ACK_BYTES:
+                break
+        try:
+            alarm, operator = parse_ack(kind, body)
+            view = self.state.acknowledge(alarm, operator)
+        except AckError as exc:
+            return self._bad(exc.param, exc.problem)
+        self.snapshots.invalidate()
+        return JSONResponse({"ok": True, "alarm": view})
+
     async def healthz(self, _request: Request) -> Response:
-        return JSONResponse({"ok": True, "verdicts_seen": self.state.verdicts})
+        return JSONResponse(
+            {
+                "ok": True,
+                "verdicts_seen": self.state.verdicts,
+                "bad_requests": self.bad_input.count,
+            }
+        )
 
     async def events(self, _request: Request) -> Response:
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
@@ -198,31 +294,15 @@ class _Handlers:
                 yield ": keep-alive\n\n"
             await asyncio.sleep(self.snapshots.period)
 
-    async def image(self, request: Request) -> Response:
-        station = str(request.path_params["station"])
-        run_id = str(request.path_params["run_id"])
-        seq = int(request.path_params["seq"])
-        t_raw = request.query_params.get("t", "")
-        if self.archive is None or not _STATION.match(station) or not _RUN_ID.match(run_id):
-            return PlainTextResponse("not found", status_code=404)
-        if not t_raw.isdigit():
-            return PlainTextResponse("t (t_frame_ns) required", status_code=400)
-        path = self.archive / image_relpath(station, run_id, seq, int(t_raw))
-        deadline = time.monotonic() + IMAGE_WAIT_S
-        while not path.is_file():
-            if time.monotonic() > deadline or self.stop.is_set():
-                return PlainTextResponse("no image (yet)", status_code=404)
-            await asyncio.sleep(0.05)
-        headers = {"Cache-Control": "max-age=3600"}
-        return FileResponse(path, media_type="image/jpeg", headers=headers)
 
-
-def create_app(
+def create_app(  # noqa: PLR0913  (the state, the files, the token and the review page)
     state: HmiState,
     archive: Path | None,
     push_hz: float = 5.0,
     token: str | None = None,
     stopping: threading.Event | None = None,
+    *,
+    review: ReviewApi | None = None,
 ) -> Starlette:
     h = _Handlers(state, archive, push_hz, stopping if stopping is not None else threading.Event())
     routes = [
@@ -230,10 +310,18 @@ def create_app(
         Route("/events", h.events),
         Route("/api/state", h.api_state),
         Route("/healthz", h.healthz),
-        Route("/img/{station}/{run_id}/{seq:int}.jpg", h.image),
+        Route("/favicon.ico", h.favicon),
+        Route("/api/alarms/ack", h.ack, methods=["POST"]),
+        Route("/img/{station}/{run_id}/{file}", h.pictures.file),
+        Route("/api/picture/{station}/{run_id}/{seq}", h.pictures.describe),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    middleware = []
+    if review is not None:
+        routes[-1:-1] = [
+            Route("/review", review.page),
+            Route("/api/review", review.api, methods=["GET", "POST"]),
+        ]
+    middleware = [Middleware(_LogErrors)]
     if token is not None:
         middleware.append(Middleware(BaseHTTPMiddleware, dispatch=_token_guard(token)))
     app = Starlette(routes=routes, middleware=middleware)
@@ -244,22 +332,28 @@ def create_app(
 class HmiServer:
     """The feed and the web server on their own threads; ``stop()`` ends both."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913  (where it listens, what it reads; the rest by keyword)
         self,
         cfg: HmiConfig,
         bus_endpoint: str,
         archive: Path | None,
+        *,
         token: str | None = None,
         curve: keys.ClientKeys | None = None,
+        stations: dict[str, StationMeta] | None = None,
+        review: ReviewApi | None = None,
     ) -> None:
         host, port = split_listen(cfg.listen)
-        self.state = HmiState(cfg.shifts, cfg.latency_budget_ms, cfg.min_yield, cfg.bridges)
+        self.state = HmiState(cfg, stations)
         self.feed = BusFeed(bus_endpoint, self.state, curve)
         self.bridge_feed = ReportFeed(
             cfg.bridges, self.state.ingest_report, self.state.report_invalid
         )
         self._stopping = threading.Event()
-        self.app = create_app(self.state, archive, cfg.push_hz, token, self._stopping)
+        self.review = review
+        self.app = create_app(
+            self.state, archive, cfg.push_hz, token, self._stopping, review=review
+        )
         self._server = uvicorn.Server(
             uvicorn.Config(
                 self.app,
@@ -296,6 +390,10 @@ class HmiServer:
                 raise RuntimeError(msg)
             time.sleep(0.02)
         log.info("hmi_listening", host=self._server.config.host, port=self.port)
+
+    def threads(self) -> tuple[threading.Thread, ...]:
+        """The HTTP server, the bus feed and (with ``hmi.bridges``) the bridge feed."""
+        return (self._thread, *self.feed.threads(), *self.bridge_feed.threads())
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stopping.set()
@@ -340,4 +438,15 @@ def from_config(cfg: Config, env: Mapping[str, str] | None = None) -> HmiServer:
     if cfg.bus.curve is not None and curve is None:
         log.warning("hmi_without_curve", hint="the bus uses CURVE: set hmi.curve")
     folder = archive_dir(cfg.archive, env) if cfg.archive.enabled else None
-    return HmiServer(cfg.hmi, cfg.hmi.bus or cfg.bus.publish, folder, token, curve)
+    endpoint = cfg.hmi.bus or cfg.bus.publish
+    review = None if folder is None else review_api(cfg, folder, env)
+    return HmiServer(
+        cfg.hmi, endpoint, folder, token=token, curve=curve, stations=stations_of(cfg),
+        review=review,
+    )  # fmt: skip
+
+
+def review_api(cfg: Config, archive: Path, env: Mapping[str, str] | None = None) -> ReviewApi:
+    """The review page's API for ``cfg``'s stations, on ``archive`` (docs/lifecycle.md)."""
+    rules = {sc.name: StationRules(sc.type, sc.decision.ok_labels) for sc in cfg.stations}
+    return ReviewApi(archive, review_dir(cfg.review.dir, env), rules, cfg.review.ok_below)

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from linevision.inference.classifier import PreprocessError
+from linevision.types import PreprocessError
 
 SCALE: Final = 0.5
 ITERATIONS: Final = 50

@@ -9,13 +9,9 @@ import numpy as np
 import numpy.typing as npt
 
 from linevision.inference.manifest import InputSpec, Normalisation
-from linevision.types import Decision, Image, ModelRef
+from linevision.types import Decision, Image, ModelRef, PreprocessError
 
 _INTERP = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}
-
-
-class PreprocessError(ValueError):
-    """A frame that cannot be turned into the model's input (empty, wrong channels...)."""
 
 
 def fit_input(image: Image, spec: InputSpec) -> npt.NDArray[Any]:

@@ -159,6 +159,15 @@ def _matched(registered: U8Array, envelope: Envelope) -> F32Array:
     return np.asarray((img - d) / gain, dtype=np.float32)
 
 
+def matched(registered: U8Array, envelope: Envelope) -> F32Array:
+    """The registered capture on the reference's grey levels (step 1), within 0..255.
+
+    An anomaly model encodes this instead of the capture (``AnomalySpec.photometric``), so a
+    change of gain, offset or a lighting slope is not a change of the part.
+    """
+    return np.asarray(np.clip(_matched(registered, envelope), 0.0, 255.0), dtype=np.float32)
+
+
 def _masked_blur(out: F32Array, seen: U8Array | None) -> F32Array:
     """``out`` zeroed where not seen and within ``EDGE`` px of the frame, blurred (``BLUR``)."""
     if seen is not None:
@@ -243,3 +252,26 @@ def channels(
         return out
     edges = _cell_max(_edges(matched, envelope, seen), stride) * np.float32(1.0 / EDGE_SCALE)
     return np.concatenate([out, edges[None]]).astype(np.float32)
+
+
+def hot_box(cells: F32Array, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """(x, y, w, h) in an image of ``shape`` (rows, columns) that the per-cell map ``cells``
+    covers: the cells connected to its largest value that reach half of it. None when the
+    map holds nothing above zero.
+
+    >>> m = np.zeros((8, 32), np.float32); m[2, 5] = 1.0; m[2, 6] = 0.6; m[6, 20] = 0.7
+    >>> hot_box(m, (64, 256))
+    (40, 16, 16, 8)
+    >>> hot_box(np.zeros((8, 32), np.float32), (64, 256)) is None
+    True
+    """
+    peak = float(cells.max())
+    if peak <= 0.0:
+        return None
+    hot = np.asarray(cells >= 0.5 * peak, np.uint8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(hot, connectivity=8)
+    cy, cx = np.unravel_index(int(np.argmax(cells)), cells.shape)
+    x, y, w, h = (int(v) for v in stats[int(labels[cy, cx]), :4])
+    sy, sx = shape[0] / cells.shape[0], shape[1] / cells.shape[1]
+    x0, y0 = int(x * sx), int(y * sy)
+    return x0, y0, int((x + w) * sx) - x0, int((y + h) * sy) - y0

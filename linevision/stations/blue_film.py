@@ -5,16 +5,18 @@ The strips of a cell go through one :class:`FilmInspector` in order (the station
 flagged windows scored at once, and the last strip finishes the frame and decides. A strip
 that is missing or out of order makes the cell NG ``bad_frame`` (never a frame stitched
 from two cells); the next cell starts clean at its part 0. The verdict's picture is the
-frame reduced 8 times, built strip by strip.
+frame reduced 8 times, built strip by strip; its ``detail`` hands the archive the
+full-resolution crops kept around each defect's mask, and shows the frame as a strip. An NG
+carries ``tiles``: 1024 x 1024 full-resolution tiles around its first defects, with their
+masks, which the archive keeps of a cell to review (for a dataset).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from linevision.inference.blue_film import THUMBNAIL, FilmInspector, FilmResult
-from linevision.inference.classifier import PreprocessError
-from linevision.types import Decision, Frame
+from linevision.inference.film.inspector import THUMBNAIL, FilmInspector
+from linevision.types import Decision, Detail, Frame, PreprocessError
 
 
 class BlueFilmStation:
@@ -33,13 +35,12 @@ class BlueFilmStation:
     ) -> None:
         self.name = name
         self.inspector = inspector
-        self.session = inspector
+        self.model = inspector.ref
         self.views = strips
         self.assembly_ms = assembly_ms
         self.part_slack_ms = part_slack_ms
         """A strip before the last may wait this much longer for a thread (one strip period:
         it only has to be done before the next strip's work)."""
-        self.last_result: FilmResult | None = None
         self._cell: int | None = None
         self._next_part = 0
         self._broken: str | None = None
@@ -66,5 +67,11 @@ class BlueFilmStation:
             self.inspector.reset()
             raise PreprocessError(detail)
         result = self.inspector.finish()
-        self.last_result = result
-        return replace(result.decision, image=result.thumbnail, image_scale=1.0 / THUMBNAIL)
+        crops = result.crops
+        return replace(
+            result.decision,
+            image=result.thumbnail,
+            image_scale=1.0 / THUMBNAIL,
+            tiles=result.tiles,
+            detail=lambda: Detail(crops=crops, strip=True),
+        )

@@ -17,10 +17,12 @@ class PolePieceStation:
     parallel = True
     views = 1
     assembly_ms = 0.0
+    part_slack_ms = 0.0
 
     def __init__(self, name: str, session: ModelSession, rule: DecisionRule) -> None:
         self.name = name
         self.session = session
+        self.model = session.ref
         classes = session.manifest.classes
         unknown = [lbl for lbl in rule.ok_labels if lbl not in classes]
         if unknown:
@@ -35,8 +37,8 @@ class PolePieceStation:
         logits = self.session.run(x[None])
         infer_ms = (time.perf_counter() - t0) * 1000.0
         probs = softmax(logits)[0]
-        min_ok = max(self.rule.min_ok_score, m.threshold)
-        d = decide(probs, m.classes, self.rule.ok_labels, min_ok, self.session.ref)
+        min_ok = max(self.rule.min_ok_score, self.session.threshold)
+        d = decide(probs, m.classes, self.rule.ok_labels, min_ok, self.model)
         return Decision(
             verdict=d.verdict,
             reason=d.reason,

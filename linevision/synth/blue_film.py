@@ -262,6 +262,6 @@ def write_dataset(
         if kinds:
             mask = f"masks/{i:05d}.png"
             write_image(out_dir / mask, frame.mask, fast)
-        rows.append((name, frame.label, mask))
-    write_csv(out_dir / "labels.csv", ("image", "label", "mask"), rows)
+        rows.append((name, frame.label, mask, "+".join(sorted(set(kinds))) or "OK"))
+    write_csv(out_dir / "labels.csv", ("image", "label", "mask", "kind"), rows)
     return n

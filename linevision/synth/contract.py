@@ -1,7 +1,9 @@
 """The folder contract of station datasets (generated or real) and its reader.
 
 ``DIR/labels.csv`` (UTF-8, comma-separated, a header row) lists the samples, paths relative to
-``DIR``; more columns after the required ones are allowed and ignored:
+``DIR``; more columns after the required ones are allowed and ignored here. An optional
+``kind`` column names each sample's defect kind (``OK``; several joined by ``+``): ``linevision
+synth`` writes it, and ``linevision eval`` reports recall per kind from it (``tools.kinds``):
 
 - ``pole_piece``: ``image,label``, label one of ``Normal|Short|Long|Powder|Other``.
 - ``seal_edge``: ``image,label``, label ``OK|NG``; ``DIR/reference.png`` is a good seal.

@@ -265,6 +265,6 @@ def write_dataset(out_dir: Path, n: int, seed: int, *, ng_fraction: float = 0.5)
         sample = generate(kind, sample_rng(seed, i))
         name = f"images/{i:05d}_{kind}.png"
         write_image(out_dir / name, sample.image)
-        rows.append((name, sample.label))
-    write_csv(out_dir / "labels.csv", ("image", "label"), rows)
+        rows.append((name, sample.label, kind))
+    write_csv(out_dir / "labels.csv", ("image", "label", "kind"), rows)
     return n

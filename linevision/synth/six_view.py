@@ -333,10 +333,22 @@ def dataset_design(seed: int) -> Design:
     return sample_design(sample_rng(seed, 0))
 
 
-def write_dataset(out_dir: Path, n: int, seed: int, *, ng_fraction: float = 0.5) -> int:
-    """Write ``reference/1..6.png``, ``<cell>/1..6.png`` and ``labels.csv``; return ``n``."""
+def write_dataset(
+    out_dir: Path,
+    n: int,
+    seed: int,
+    *,
+    ng_fraction: float = 0.5,
+    design_seed: int | None = None,
+) -> int:
+    """Write ``reference/1..6.png``, ``<cell>/1..6.png`` and ``labels.csv``; return ``n``.
+
+    The product is ``dataset_design(design_seed)`` (default ``seed``), the cells are drawn
+    from ``seed``: two folders with one ``design_seed`` and different seeds hold disjoint
+    cells of one product (good cells to calibrate on, and a test set).
+    """
     check_dataset_args(n, ng_fraction)
-    design = dataset_design(seed)
+    design = dataset_design(seed if design_seed is None else design_seed)
     for view, image in zip(VIEWS, reference_views(design), strict=True):
         write_image(out_dir / "reference" / f"{view}.png", image)
     rows = []
@@ -346,6 +358,6 @@ def write_dataset(out_dir: Path, n: int, seed: int, *, ng_fraction: float = 0.5)
         cell = f"{i:05d}_{kind}"
         for view, image in zip(VIEWS, capture.views, strict=True):
             write_image(out_dir / cell / f"{view}.png", image)
-        rows.append((cell, capture.label))
-    write_csv(out_dir / "labels.csv", ("cell", "label"), rows)
+        rows.append((cell, capture.label, kind))
+    write_csv(out_dir / "labels.csv", ("cell", "label", "kind"), rows)
     return n

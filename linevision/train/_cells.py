@@ -22,6 +22,13 @@ from linevision.inference.manifest import InputSpec, Normalisation, ViewSpec
 from linevision.log import get_logger
 from linevision.synth.contract import read_labels, reference_paths
 from linevision.train import _compare
+from linevision.train.folder_data import (
+    MIN_PER_CLASS,
+    MIN_TRAIN_PER_CLASS,
+    MIN_VAL_PER_CLASS,
+    check_per_class,
+    stratified_split,
+)
 from linevision.types import Image
 
 if TYPE_CHECKING:
@@ -100,21 +107,43 @@ def load_cells(folder: Path, station: str) -> Cells:
     return Cells(folder, names, views, labels, reference)
 
 
+VAL_FRACTION: Final = 0.2
+
+
+def split_cells(train: list[Cells], seed: int) -> tuple[list[Cells], list[Cells]]:
+    """(train, validation): ``VAL_FRACTION`` of the OK and of the NG cells over all folders.
+
+    ``DataError`` when OK or NG has fewer than ``MIN_PER_CLASS`` cells in all: validation
+    needs both (it calibrates the threshold) and training needs some of each.
+    """
+    labels = np.concatenate([c.labels for c in train])
+    counts = {"OK": int((labels == 0).sum()), "NG": int((labels == 1).sum())}
+    where = ", ".join(str(c.folder / "labels.csv") for c in train)
+    why = (
+        f"{MIN_VAL_PER_CLASS} held out to validate and {MIN_TRAIN_PER_CLASS} to train on, "
+        "over all --data folders. Add cells of that class, or give --val folders"
+    )
+    check_per_class(counts, MIN_PER_CLASS, where, why)
+    keep, held = stratified_split(labels, VAL_FRACTION, seed)
+    bounds = np.cumsum([0, *(len(c.labels) for c in train)])
+    split_train: list[Cells] = []
+    split_val: list[Cells] = []
+    for cells, low, high in zip(train, bounds[:-1], bounds[1:], strict=True):
+        for index, out in ((keep, split_train), (held, split_val)):
+            mine = index[(index >= low) & (index < high)] - low
+            if len(mine):
+                out.append(cells.subset(mine.tolist()))
+    return split_train, split_val
+
+
 def load_sets(
     folders: dict[str, tuple[Path, ...]], station: str, seed: int
 ) -> dict[str, list[Cells]]:
-    """``train``, ``val`` and ``test`` folders; without ``val``, 20 % of each train folder."""
+    """``train``, ``val`` and ``test`` folders; without ``val``, ``split_cells`` of train."""
     train = [load_cells(f, station) for f in folders["train"]]
     val = [load_cells(f, station) for f in folders["val"]]
     if not val:
-        rng = np.random.default_rng(seed)
-        split_train, split_val = [], []
-        for cells in train:
-            order = rng.permutation(len(cells.labels))
-            cut = max(len(order) // 5, 1)
-            split_val.append(cells.subset(order[:cut].tolist()))
-            split_train.append(cells.subset(order[cut:].tolist()))
-        train, val = split_train, split_val
+        train, val = split_cells(train, seed)
     test = [load_cells(f, station) for f in folders["test"]]
     return {"train": train, "val": val, "test": test}
 

@@ -20,12 +20,21 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 import onnx
-import onnxruntime as ort
 import torch
 from torch import nn
 from torch.nn import functional
 
 from linevision.log import get_logger
+from linevision.tools import evaluate
+from linevision.train.budget import (
+    DEFAULT_PATIENCE,
+    STOP_BUDGET,
+    STOP_INTERRUPTED,
+    Budget,
+    interruptible,
+)
+from linevision.train.loop import lr_at
+from linevision.train.progress import format_duration
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -51,14 +60,6 @@ def read_gray(path: Path) -> U8Image:
         msg = f"cannot read image {path}"
         raise OSError(msg)
     return np.asarray(image, dtype=np.uint8)
-
-
-def ort_session(path: Path, threads: int = 1) -> Any:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def export_onnx(
@@ -96,19 +97,10 @@ def sigmoid(x: F64Array | float) -> F64Array:
     return np.asarray(1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64))), dtype=np.float64)
 
 
-def auroc(labels: Labels, scores: F64Array) -> float:
-    """Area under the ROC curve, NG (label 1) as positive; ties count one half."""
-    pos, neg = scores[labels == 1], scores[labels == 0]
-    if len(pos) == 0 or len(neg) == 0:
-        return float("nan")
-    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
-    ranks = np.empty(len(order), dtype=np.float64)
-    ranks[order] = np.arange(1, len(order) + 1)
-    values = np.concatenate([pos, neg])
-    for value in np.unique(values):
-        tied = values == value
-        ranks[tied] = ranks[tied].mean()
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+def _auroc(labels: Labels, scores: F64Array) -> float:
+    """:func:`evaluate.auroc` with NG (label 1) positive; nan without both classes."""
+    area = evaluate.auroc(labels == 1, scores)
+    return float("nan") if area is None else area
 
 
 def binary_metrics(labels: Labels, margins: F64Array, threshold: float) -> dict[str, float | int]:
@@ -119,7 +111,7 @@ def binary_metrics(labels: Labels, margins: F64Array, threshold: float) -> dict[
         "accuracy": round(float(np.mean(predicted == ng)), 4),
         "ng_recall": round(float(np.mean(predicted[ng])) if ng.any() else float("nan"), 4),
         "ok_false_reject": round(float(np.mean(predicted[ok])) if ok.any() else float("nan"), 4),
-        "auroc": round(auroc(labels, margins), 5),
+        "auroc": round(_auroc(labels, margins), 5),
         "ng": int(ng.sum()),
         "ok": int(ok.sum()),
         "missed_ng": int((~predicted[ng]).sum()),
@@ -172,37 +164,42 @@ def calibrate_threshold(labels: Labels, margins: F64Array) -> tuple[float, str]:
     return float(sigmoid(margin)), how
 
 
-def latency_ms(run: Callable[[], object], runs: int, warmup: int = 10) -> dict[str, float]:
+def latency_ms(
+    run: Callable[[], object], runs: int, warmup: int = 10, max_s: float = 1.5
+) -> dict[str, float]:
+    """Median and p90 of ``runs`` timed calls after ``warmup`` untimed ones; a slow model or a
+    busy machine stops after ``max_s`` seconds of timing (at least 5 calls) and a third of it
+    of warm-up, so measuring never takes a large part of a short training budget."""
+    t_end = time.perf_counter() + max_s / 3
     for _ in range(warmup):
         run()
-    times = np.empty(runs)
-    for i in range(runs):
+        if time.perf_counter() > t_end:
+            break
+    t_end = time.perf_counter() + max_s
+    done: list[float] = []
+    while len(done) < runs and (len(done) < 5 or time.perf_counter() < t_end):
         t0 = time.perf_counter()
         run()
-        times[i] = time.perf_counter() - t0
+        done.append(time.perf_counter() - t0)
+    times = np.asarray(done)
     return {
         "median": round(float(np.median(times)) * 1e3, 3),
         "p90": round(float(np.percentile(times, 90)) * 1e3, 3),
     }
 
 
-def lr_at(progress: float, peak: float, warmup: float = 0.05) -> float:
-    """Linear warm-up, then cosine decay to 2 % of ``peak`` at ``progress`` 1."""
-    if progress < warmup:
-        return peak * max(progress / warmup, 0.05)
-    t = min((progress - warmup) / (1.0 - warmup), 1.0)
-    return peak * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * t)))
-
-
 @dataclass(frozen=True)
 class FitConfig:
-    epochs: int
+    epochs: int | None
+    """At most this many epochs; None: the budget and patience decide."""
     batch_size: int
     lr: float
     weight_decay: float
     seed: int
     deadline: float
     """``time.monotonic()`` by which training must stop."""
+    patience: int | None = DEFAULT_PATIENCE
+    """Stop after this many epochs without a better validation key; None: never."""
 
 
 @dataclass
@@ -211,7 +208,83 @@ class FitResult:
     best_epoch: int = -1
     best_key: tuple[float, float] = (-math.inf, -math.inf)
     seconds: float = 0.0
+    stop_reason: str = ""
     history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class _Fit:
+    """One run's moving parts: the model, its optimiser, the budget and the best state."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    budget: Budget
+    config: FitConfig
+    best_state: dict[str, Any]
+    step: int = 0
+
+
+def _train_epoch(
+    fit_: _Fit, batch_loss: Callable[[npt.NDArray[np.int64]], torch.Tensor], order: np.ndarray
+) -> tuple[list[float], float]:
+    fit_.model.train()
+    losses: list[float] = []
+    lr = fit_.config.lr
+    size = fit_.config.batch_size
+    for start in range(0, fit_.budget.steps_per_epoch * size, size):
+        lr = lr_at(fit_.budget.progress(fit_.step), fit_.config.lr)
+        for group in fit_.optimizer.param_groups:
+            group["lr"] = lr
+        loss = batch_loss(order[start : start + size])
+        fit_.optimizer.zero_grad(set_to_none=True)
+        torch.autograd.backward(loss)
+        fit_.optimizer.step()
+        losses.append(float(loss.item()))
+        fit_.step += 1
+    return losses, lr
+
+
+def _epochs(
+    fit_: _Fit,
+    batch_loss: Callable[[npt.NDArray[np.int64]], torch.Tensor],
+    n_train: int,
+    validate: Callable[[], tuple[Labels, F64Array]],
+    result: FitResult,
+) -> None:
+    rng = np.random.default_rng(fit_.config.seed)
+    epoch_seconds = 0.0
+    while not result.stop_reason:
+        t_epoch = time.monotonic()
+        if t_epoch + epoch_seconds > fit_.budget.deadline:
+            result.stop_reason = STOP_BUDGET
+            break
+        epoch = result.epochs_run + 1
+        losses, lr = _train_epoch(fit_, batch_loss, rng.permutation(n_train))
+        labels, margins = validate()
+        val_loss = float(np.mean(np.logaddexp(0.0, np.where(labels == 1, -margins, margins))))
+        false_reject = false_reject_at_recall(labels, margins, TARGET_NG_RECALL)
+        epoch_seconds = time.monotonic() - t_epoch
+        key = (-false_reject, -val_loss)
+        improved = key > result.best_key
+        if improved:
+            result.best_key, result.best_epoch = key, epoch
+            fit_.best_state = copy.deepcopy(fit_.model.state_dict())
+        result.epochs_run = epoch
+        result.stop_reason = fit_.budget.epoch_done(epoch, improved=improved)
+        fit_.budget.replan(fit_.step)
+        entry: dict[str, float] = {
+            "epoch": epoch,
+            "loss": round(float(np.mean(losses)), 5),
+            "val_loss": round(val_loss, 5),
+            "val_auroc": round(_auroc(labels, margins), 5),
+            "val_false_reject_at_recall_0.99": round(false_reject, 4),
+            "best_epoch": result.best_epoch,
+            "lr": round(lr, 6),
+            "seconds": round(time.monotonic() - fit_.budget.started, 1),
+        }
+        result.history.append(entry)
+        eta = 0.0 if result.stop_reason else fit_.budget.eta(epoch)
+        log.info("epoch_done", **entry, eta=format_duration(eta), stop=result.stop_reason or "-")
 
 
 def fit(
@@ -224,58 +297,44 @@ def fit(
     """AdamW on mini-batches of ``n_train`` samples; keeps the best validation epoch.
 
     An epoch's key is (-OK false reject at NG recall 0.99, -validation loss), higher better.
-    Stops after ``config.epochs`` or before an epoch would end past ``config.deadline``;
-    the learning rate follows whichever of the two runs out first.
+    Stops when the next epoch would end past ``config.deadline``, after ``config.patience``
+    epochs without a better key, or at the ``config.epochs`` cap; the learning rate's
+    schedule is planned over the budget from the measured step time
+    (``linevision.train.budget``). Ctrl-C after the first validated epoch ends the run with
+    the best epoch's weights (``stop_reason`` "interrupted"); before that it propagates.
     """
-    rng = np.random.default_rng(config.seed)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = max(n_train // config.batch_size, 1)
-    total = config.epochs * steps_per_epoch
-    started = time.monotonic()
+    budget = Budget(
+        started=time.monotonic(),
+        deadline=config.deadline,
+        epochs=config.epochs,
+        patience=config.patience,
+        steps_per_epoch=max(n_train // config.batch_size, 1),
+    )
+    fit_ = _Fit(
+        model=model,
+        optimizer=torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay),
+        budget=budget,
+        config=config,
+        best_state=copy.deepcopy(model.state_dict()),
+    )
     result = FitResult()
-    best_state = copy.deepcopy(model.state_dict())
-    step, epoch_seconds = 0, 0.0
-    for epoch in range(1, config.epochs + 1):
-        t_epoch = time.monotonic()
-        if t_epoch + epoch_seconds > config.deadline:
-            break
-        model.train()
-        losses: list[float] = []
-        order = rng.permutation(n_train)
-        for start in range(0, steps_per_epoch * config.batch_size, config.batch_size):
-            elapsed = (time.monotonic() - started) / max(config.deadline - started, 1.0)
-            lr = lr_at(max(step / total, elapsed), config.lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss = batch_loss(order[start : start + config.batch_size])
-            optimizer.zero_grad(set_to_none=True)
-            torch.autograd.backward(loss)
-            optimizer.step()
-            losses.append(float(loss.item()))
-            step += 1
-        labels, margins = validate()
-        val_loss = float(np.mean(np.logaddexp(0.0, np.where(labels == 1, -margins, margins))))
-        false_reject = false_reject_at_recall(labels, margins, TARGET_NG_RECALL)
-        epoch_seconds = time.monotonic() - t_epoch
-        entry = {
-            "epoch": epoch,
-            "loss": round(float(np.mean(losses)), 5),
-            "val_loss": round(val_loss, 5),
-            "val_auroc": round(auroc(labels, margins), 5),
-            "val_false_reject_at_recall_0.99": round(false_reject, 4),
-            "lr": round(lr, 6),
-            "seconds": round(time.monotonic() - started, 1),
-        }
-        result.history.append(entry)
-        result.epochs_run = epoch
-        log.info("epoch_done", **entry)
-        key = (-false_reject, -val_loss)
-        if key > result.best_key:
-            result.best_key, result.best_epoch = key, epoch
-            best_state = copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
-    result.seconds = time.monotonic() - started
+    try:
+        with interruptible():
+            _epochs(fit_, batch_loss, n_train, validate, result)
+    except KeyboardInterrupt:
+        if result.best_epoch < 1:
+            raise
+        result.stop_reason = STOP_INTERRUPTED
+    model.load_state_dict(fit_.best_state)
+    result.seconds = time.monotonic() - budget.started
+    log.info(
+        "fit_done",
+        epochs_run=result.epochs_run,
+        best_epoch=result.best_epoch,
+        stop_reason=result.stop_reason,
+        seconds=round(result.seconds, 1),
+    )
     return result
 
 

@@ -121,7 +121,7 @@ def evaluate(out: Path, val: list[Cells], test: list[Cells]) -> tuple[float, dic
     metrics["validation"] = val_metrics
     metrics["latency"] = latency(out, held_out[0])
     metrics["latency_setup"] = (
-        "onnxruntime CPUExecutionProvider, batch 1, median of 60 runs; "
+        "onnxruntime CPUExecutionProvider, batch 1, median of at most 60 runs in 1.5 s; "
         "a cell = every view encoded + one head run; reference cached"
     )
     for role, name in model.manifest.files.items():

@@ -30,6 +30,7 @@ from linevision.inference.manifest import (
     write_manifest,
 )
 from linevision.inference.reference import ReferenceModel
+from linevision.inference.session import SessionOptions, open_session
 from linevision.log import get_logger
 from linevision.train import _compare, _evaluate
 from linevision.train._cells import (
@@ -41,7 +42,9 @@ from linevision.train._cells import (
     load_sets,
     view_input,
 )
+from linevision.train.budget import DEFAULT_PATIENCE
 from linevision.train.efficientnet_lite import pretrained_stem
+from linevision.train.folder_data import recorded_path
 
 ENCODER_FILE: Final = "encoder.onnx"
 HEAD_FILE: Final = "head.onnx"
@@ -58,8 +61,9 @@ class RunConfig:
     out: Path
     val: tuple[Path, ...] = ()
     test: tuple[Path, ...] = ()
-    epochs: int = 30
+    epochs: int | None = None
     minutes: float = 10.0
+    patience: int | None = DEFAULT_PATIENCE
     seed: int = 0
     batch_size: int = 32
     lr: float = 2e-3
@@ -70,6 +74,8 @@ class RunConfig:
     view_scale: int = 1
     stride: int = 8
     residual: pixel_residual.Mode = "none"
+    mode: str = "auto"
+    tolerance: int | None = None
 
 
 def _forward(model: nn.Module, cached: Cached, index: np.ndarray) -> torch.Tensor:
@@ -114,7 +120,13 @@ def train(
         return val_set.labels, _compare.ng_margin(np.concatenate(out))
 
     fit_config = _compare.FitConfig(
-        config.epochs, config.batch_size, config.lr, config.weight_decay, config.seed, deadline
+        config.epochs,
+        config.batch_size,
+        config.lr,
+        config.weight_decay,
+        config.seed,
+        deadline,
+        config.patience,
     )
     result = _compare.fit(model, batch_loss, len(train_set.labels), validate, fit_config)
     return model.eval(), result
@@ -131,7 +143,7 @@ def run(station: Station, config: RunConfig) -> Manifest:
     with tempfile.TemporaryDirectory() as tmp:
         stem_path = Path(tmp) / "stem.onnx"
         _export_encoder(station, stem, stem_path)
-        session = _compare.ort_session(stem_path, config.threads)
+        session = open_session(stem_path, SessionOptions(intra_op_threads=config.threads))
         cached = {
             role: cache_features(station, session, sets[role], config.cache)
             for role in ("train", "val")
@@ -148,9 +160,10 @@ def run(station: Station, config: RunConfig) -> Manifest:
     _export_head(station, encoder, head, config.out / HEAD_FILE)
     training: dict[str, object] = {
         "generator": f"linevision.synth.{station.name} (folders below)",
-        "data": [str(p) for p in config.data],
-        "val": [str(p) for p in config.val] or "20 % of each data folder",
-        "test": [str(p) for p in config.test],
+        "data": [recorded_path(p) for p in config.data],
+        "val": [recorded_path(p) for p in config.val]
+        or "20 % of the data folders' cells per class",
+        "test": [recorded_path(p) for p in config.test],
         "train_samples": len(cached["train"].labels),
         "train_ng": int(cached["train"].labels.sum()),
         "val_samples": len(cached["val"].labels),
@@ -166,9 +179,11 @@ def run(station: Station, config: RunConfig) -> Manifest:
         "ng_loss_weight": config.ng_weight,
         "batch_size": config.batch_size,
         "seed": config.seed,
-        "epochs_planned": config.epochs,
+        "epochs_cap": config.epochs,
+        "patience": config.patience,
         "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch,
+        "stop_reason": result.stop_reason,
         "minutes_budget": config.minutes,
         "minutes_used": round(train_minutes, 2),
         "history": result.history,
@@ -321,8 +336,19 @@ def parse_args(
     parser.add_argument("--out", type=Path, required=True, help="model folder to write")
     parser.add_argument("--val", type=Path, nargs="*", default=[], help="calibration folders")
     parser.add_argument("--test", type=Path, nargs="*", default=[], help="held-out folders")
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="at most this many epochs (default: no cap; the budget and --patience decide)",
+    )
     parser.add_argument("--minutes", type=float, default=10.0, help="budget before export")
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=DEFAULT_PATIENCE,
+        help="stop after this many epochs without a better validation score (0: never)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -331,6 +357,21 @@ def parse_args(
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--cache", type=Path, default=None, help="folder keeping the frozen stem's features"
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("auto", "anomaly", "supervised"),
+        default="auto",
+        help="supervised: the comparison network on OK and NG cells; anomaly: good cells "
+        "only (NG cells only set the threshold); auto (default): anomaly below "
+        "linevision.train.mode.MIN_SUPERVISED_NG NG cells",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=int,
+        default=None,
+        help="anomaly mode: feature cells (8 px) a part may sit off its place and still "
+        "match the good cells there (default: the station's)",
     )
     if view_scale:
         parser.add_argument(
@@ -369,6 +410,7 @@ def parse_args(
         test=tuple(a.test),
         epochs=a.epochs,
         minutes=a.minutes,
+        patience=a.patience or None,
         seed=a.seed,
         batch_size=a.batch_size,
         lr=a.lr,
@@ -379,4 +421,6 @@ def parse_args(
         view_scale=getattr(a, "view_scale", 1),
         stride=getattr(a, "stride", 8),
         residual=getattr(a, "residual", "none"),  # seal_edge has no such option
+        mode=a.mode,
+        tolerance=a.tolerance,
     )

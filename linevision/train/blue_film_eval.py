@@ -24,10 +24,13 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from linevision.inference.blue_film import FilmInspector, FilmResult, box_contains, screen_score
-from linevision.inference.film_segment import CROP, FilmSegmenter, frame_mask
+from linevision.inference.film.geometry import box_contains
+from linevision.inference.film.inspector import FilmInspector, FilmResult
+from linevision.inference.film.screen import screen_score
+from linevision.inference.film.segment import CROP, FilmSegmenter, frame_mask
 from linevision.log import configure, get_logger
 from linevision.synth import blue_film as synth
+from linevision.tools import evaluate
 
 SIZE_BINS: Final = {"3-5px": (3.0, 5.0), "6-20px": (6.0, 20.0), ">20px": (21.0, 60.0)}
 STRIP: Final = 256
@@ -35,15 +38,14 @@ STRIP: Final = 256
 log = get_logger(__name__)
 
 
-def auroc(good: list[float], bad: list[float]) -> float:
-    """Probability that a defect scores above a good sample (ties count half).
+def _auroc(good: list[float], bad: list[float]) -> float:
+    """:func:`evaluate.auroc` of defects (``bad``) over good samples; nan without both.
 
-    >>> auroc([0.1, 0.2], [0.3, 0.2])
+    >>> _auroc([0.1, 0.2], [0.3, 0.2])
     0.875
     """
-    g = np.asarray(good, dtype=np.float64)[:, None]
-    b = np.asarray(bad, dtype=np.float64)[None, :]
-    return float(((b > g).sum() + 0.5 * (b == g).sum()) / (g.size * b.size))
+    area = evaluate.auroc([False] * len(good) + [True] * len(bad), [*good, *bad])
+    return float("nan") if area is None else area
 
 
 def _rng(seed: int, *key: int) -> np.random.Generator:
@@ -90,8 +92,8 @@ def tile_figures(inspector: FilmInspector, seed: int, n: int) -> dict[str, objec
     return {
         "good_tiles": n,
         "defect_tiles": len(bad_any),
-        "tile_auroc_anomaly_only": round(auroc(good_any, bad_any), 4),
-        "tile_auroc_two_stage": round(auroc(good_two, bad_two), 4),
+        "tile_auroc_anomaly_only": round(_auroc(good_any, bad_any), 4),
+        "tile_auroc_two_stage": round(_auroc(good_two, bad_two), 4),
         "good_tiles_above_threshold": int(sum(s > threshold for s in good_any)),
         "good_tiles_ng_two_stage": wrong_good,
         "by_size": bins,
@@ -156,7 +158,7 @@ def frame_figures(
         "frame": f"{width} x {height}",
         "good_frames": n,
         "ng_frames": n,
-        "frame_auroc": round(auroc(scores["OK"], scores["NG"]), 4),
+        "frame_auroc": round(_auroc(scores["OK"], scores["NG"]), 4),
         "good_frames_ng": wrong["OK"],
         "ng_frames_ok": wrong["NG"],
         "good_frame_tiles_flagged_fraction": round(flagged_good / (n * tiles), 5),

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import numpy.typing as npt
 import onnx
-import onnxruntime as ort
 import torch
 
+from linevision.inference.session import SessionOptions, open_session
 from linevision.train.loop import predict
 
 if TYPE_CHECKING:
@@ -53,18 +53,9 @@ def export(model: nn.Module, path: Path, channels: int, size: int) -> None:
     onnx.checker.check_model(onnx.load(str(path)))
 
 
-def session(path: Path, threads: int) -> Any:
-    """A CPU session as the runtime opens it (sequential, no idle spinning)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def onnx_logits(path: Path, batch: F32Array, threads: int = 2) -> F32Array:
-    out = session(path, threads).run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+    session = open_session(path, SessionOptions(intra_op_threads=threads))
+    out = session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
     return np.asarray(out, dtype=np.float32)
 
 
@@ -93,7 +84,7 @@ def _median_ms(run: Callable[[], object], runs: int) -> float:
 
 def onnx_ms(path: Path, x: F32Array, threads: int, runs: int = 200) -> float:
     """Median batch-1 run time of an onnxruntime session, in milliseconds."""
-    sess = session(path, threads)
+    sess = open_session(path, SessionOptions(intra_op_threads=threads))
     return _median_ms(lambda: sess.run([OUTPUT_NAME], {INPUT_NAME: x}), runs)
 
 

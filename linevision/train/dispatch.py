@@ -1,8 +1,10 @@
 """``linevision train --station S``: which trainer trains which station.
 
 A trainer is a module with ``main(argv) -> int`` that takes ``--data DIR --out DIR
-[--epochs N] [--minutes M] [--seed N]`` (and may take more). Adding a station is one
-line in ``TRAINERS``. Importing this module needs no torch: a trainer module is imported
+[--epochs N] [--minutes M] [--seed N]`` (and may take more); the trainers that stop on a
+validation score also take ``[--patience N]`` (``PATIENT``), and the comparison stations
+``[--mode auto|anomaly|supervised]`` (``MODAL``). Adding a station is one line
+in ``TRAINERS``. Importing this module needs no torch: a trainer module is imported
 only when its station is asked for.
 """
 
@@ -25,6 +27,10 @@ TRAINERS: Final[dict[str, str]] = {
     "blue_film": "linevision.train.blue_film",
 }
 NOT_AVAILABLE: Final[dict[str, str]] = {}
+PATIENT: Final = frozenset({"pole_piece", "seal_edge", "six_view"})
+"""Stations whose trainer stops early when validation stops improving (``--patience``)."""
+MODAL: Final = frozenset({"seal_edge", "six_view"})
+"""Stations that train supervised or in anomaly mode (``--mode``, ``linevision.train.mode``)."""
 STATIONS: Final = (*TRAINERS, *NOT_AVAILABLE)
 
 
@@ -40,11 +46,18 @@ class TrainRequest:
     epochs: int | None = None
     minutes: float | None = None
     seed: int | None = None
+    patience: int | None = None
+    mode: str | None = None
 
     def argv(self, extra: Sequence[str] = ()) -> list[str]:
         """The trainer's command line: the common options set, then ``extra`` verbatim."""
         args = ["--data", str(self.data), "--out", str(self.out)]
-        for flag, value in (("--epochs", self.epochs), ("--minutes", self.minutes)):
+        for flag, value in (
+            ("--epochs", self.epochs),
+            ("--minutes", self.minutes),
+            ("--patience", self.patience),
+            ("--mode", self.mode),
+        ):
             if value is not None:
                 args += [flag, str(value)]
         if self.seed is not None:
@@ -79,5 +92,17 @@ def trainer_main(station: str) -> TrainerMain:
 
 def train(request: TrainRequest, extra: Sequence[str] = ()) -> int:
     """Run the station's trainer in this process; its exit code."""
+    if request.patience is not None and request.station not in PATIENT:
+        msg = (
+            f"{request.station} trains on good images only and has no validation score to "
+            "wait for; it trains for the whole --minutes budget: drop --patience"
+        )
+        raise TrainerUnavailableError(msg)
+    if request.mode is not None and request.station not in MODAL:
+        msg = (
+            f"--mode is for {' and '.join(sorted(MODAL))}; {request.station} has one way to "
+            "train: drop --mode"
+        )
+        raise TrainerUnavailableError(msg)
     main = trainer_main(request.station)
     return int(main(request.argv(extra)) or 0)

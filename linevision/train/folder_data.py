@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
 
 import cv2
 import numpy as np
@@ -19,10 +20,15 @@ from linevision.synth.contract import DataError, Sample, read_labels
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from pathlib import Path
 
 U8Images = npt.NDArray[np.uint8]
 Labels = npt.NDArray[np.int64]
+
+MIN_VAL_PER_CLASS: Final = 1
+"""Every class is validated: at least this many of each are held out."""
+MIN_TRAIN_PER_CLASS: Final = 4
+"""And at least this many of each are left to learn from (a floor, not a good amount)."""
+MIN_PER_CLASS: Final = MIN_VAL_PER_CLASS + MIN_TRAIN_PER_CLASS
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,6 +80,26 @@ def to_gray(image: npt.NDArray[np.uint8], size: int) -> npt.NDArray[np.uint8]:
     return np.asarray(gray, dtype=np.uint8)
 
 
+def recorded_path(path: Path) -> str:
+    """How a manifest records a data folder: never by an absolute path of this machine.
+
+    A relative path is kept as given (relative to where the command ran); an absolute one
+    inside the working directory becomes relative to it; any other keeps its name only.
+
+    >>> from pathlib import Path
+    >>> recorded_path(Path("build/data/pp_train")), recorded_path(Path("/srv/sets/pp_val"))
+    ('build/data/pp_train', 'pp_val')
+    >>> recorded_path(Path.cwd() / "build" / "pp_test")
+    'build/pp_test'
+    """
+    if not path.is_absolute():
+        return path.as_posix()
+    try:
+        return path.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return path.name
+
+
 def load_folder(folder: Path, station: str, classes: Sequence[str], size: int) -> ImageSet:
     """Every sample of ``folder`` as gray ``size`` x ``size`` images with class indices."""
     samples = read_labels(folder, station)
@@ -84,13 +110,17 @@ def load_folder(folder: Path, station: str, classes: Sequence[str], size: int) -
         images[i] = to_gray(read_image(sample.path), size)
         labels[i] = index[sample.label]
     digest = hashlib.sha256((folder / "labels.csv").read_bytes()).hexdigest()
-    return ImageSet(images, labels, tuple(classes), str(folder), digest)
+    return ImageSet(images, labels, tuple(classes), recorded_path(folder), digest)
 
 
 def stratified_split(
     labels: Labels, fraction: float, seed: int
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """Indices (kept, held out): ``fraction`` of every class held out, at least one each.
+
+    A class keeps at least ``MIN_TRAIN_PER_CLASS`` members for training when it has more
+    than that, and at least one (a class of one is not held out); ``check_per_class``
+    first refuses folders with too few.
 
     >>> import numpy as np
     >>> keep, held = stratified_split(np.array([0] * 10 + [1] * 10), 0.2, seed=0)
@@ -105,10 +135,37 @@ def stratified_split(
     kept: list[npt.NDArray[np.int64]] = []
     for k in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == k))
-        n_held = min(max(round(len(members) * fraction), 1), len(members) - 1)
+        keep_at_least = max(min(MIN_TRAIN_PER_CLASS, len(members) - 1), 1)
+        n_held = min(max(round(len(members) * fraction), 1), len(members) - keep_at_least)
         held.append(members[:n_held])
         kept.append(members[n_held:])
     return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
+
+
+def check_per_class(counts: dict[str, int], needed: int, where: str, why: str) -> None:
+    """Raise ``DataError`` naming every class of ``counts`` with fewer than ``needed``."""
+    short = [f"class {name!r} has {n}" for name, n in counts.items() if n < needed]
+    if short:
+        msg = (
+            f"{where}: {'; '.join(short)} image(s); training needs at least {needed} "
+            f"per class: {why}"
+        )
+        raise DataError(msg)
+
+
+def split_per_class(data: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
+    """(train, validation): ``fraction`` of every class held out; ``DataError`` if too few.
+
+    Every class must have ``MIN_PER_CLASS`` images: at least one to validate and
+    ``MIN_TRAIN_PER_CLASS`` to train on.
+    """
+    why = (
+        f"{MIN_VAL_PER_CLASS} held out to validate and {MIN_TRAIN_PER_CLASS} to train on. "
+        "Add images of that class, or give a separate --val folder"
+    )
+    check_per_class(data.counts(), MIN_PER_CLASS, f"{data.folder}/labels.csv", why)
+    keep, held = stratified_split(data.labels, fraction, seed)
+    return data.subset(keep), data.subset(held)
 
 
 def read_film(sample: Sample) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8] | None]:

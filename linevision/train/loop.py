@@ -1,16 +1,23 @@
-"""The classifier training loop: AdamW, warm-up + cosine, a deadline, the best epoch kept.
+"""The classifier training loop: AdamW, warm-up + cosine fitted to the budget, best epoch kept.
 
-The learning rate follows whichever ends first, the planned steps or the time budget, so
-a run cut short by ``--minutes`` still ends on a low rate. Before each batch the loop
-checks that one more batch and a validation pass fit before the deadline; after the last
-(possibly partial) epoch the held-out set is scored and the best epoch's weights (by
-macro F1, then accuracy) are restored. Batches are rotated by a multiple of 90 degrees
-and flipped (the edge may run in any direction); on CPUs with bfloat16 support the
-forward pass runs under bfloat16 autocast (weights, optimiser and BatchNorm statistics
-stay float32). With ``coarse_size`` the first ``coarse_fraction`` of the run (by steps or
-time, as the learning rate) sees the images downscaled to that side, about half the cost
-per step at 160 px; the rest, and every validation, is at full size (progressive
-resizing: the network is fully convolutional with global pooling).
+The run lasts until the time budget is spent, validation has not improved for
+``patience`` epochs, or the optional epoch cap is reached (``linevision.train.budget``).
+The learning rate's schedule is planned from the measured cost per step, re-estimated after
+every epoch, so it reaches its low at the end of the budget. Before each batch the loop
+checks that one more batch and a validation pass fit before the deadline. After each epoch
+the held-out set is scored; the best epoch's weights (by macro F1, then accuracy) are kept
+in memory and restored at the end, also when Ctrl-C stops the run (``LoopResult.stop_reason``
+is then ``"interrupted"``; with no epoch finished the interrupt propagates). Each batch is
+varied by ``LoopConfig.augment`` (``linevision.train.augment``; default: rotations by 90
+degrees and flips of the whole batch). On CPUs with bfloat16 support the forward pass runs
+under bfloat16 autocast (weights, optimiser and BatchNorm statistics stay float32). With
+``coarse_size`` the first ``coarse_fraction`` of the run (as the learning rate counts it)
+sees the images downscaled to that side, about half the cost per step at 160 px; the rest,
+and every validation, is at full size (progressive resizing: the network is fully
+convolutional with global pooling). Each epoch draws as many images as the set holds, class
+balanced (``LoopConfig.balanced``: a class of 30 images comes as often as one of 200); a
+model with ``parameter_groups()`` (a pretrained backbone) gets each group's ``lr_scale``
+of the scheduled learning rate.
 """
 
 from __future__ import annotations
@@ -27,8 +34,16 @@ import numpy.typing as npt
 import torch
 from torch.nn import functional
 
-from linevision import evaluate
 from linevision.log import get_logger
+from linevision.tools import evaluate
+from linevision.train.budget import (
+    DEFAULT_PATIENCE,
+    STOP_BUDGET,
+    STOP_INTERRUPTED,
+    Budget,
+    interruptible,
+)
+from linevision.train.progress import format_duration
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -39,13 +54,17 @@ if TYPE_CHECKING:
     from linevision.train.progress import Progress
 
 F32Array = npt.NDArray[np.float32]
+U8Images = npt.NDArray[np.uint8]
 
 log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
 class LoopConfig:
-    epochs: int = 4
+    epochs: int | None = None
+    """At most this many epochs; None: the budget and patience decide."""
+    patience: int | None = DEFAULT_PATIENCE
+    """Stop after this many epochs without a better validation score; None: never."""
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 5e-4
@@ -55,6 +74,10 @@ class LoopConfig:
     warmup: float = 0.05
     coarse_size: int | None = None
     coarse_fraction: float = 0.7
+    augment: Callable[[U8Images, np.random.Generator], U8Images] | None = None
+    """Varies each training batch (uint8 in, uint8 out); None: rot90 and flip per batch."""
+    balanced: bool = True
+    """Draw each epoch's images so every class comes equally often (rare classes repeat)."""
 
 
 @dataclass
@@ -67,6 +90,8 @@ class LoopResult:
     steps: int = 0
     seconds: float = 0.0
     stopped_by_time: bool = False
+    stop_reason: str = ""
+    planned_steps: int = 0
     history: list[dict[str, float | int]] = field(default_factory=list)
 
 
@@ -91,8 +116,25 @@ def bf16_supported() -> bool:
     return bool(check())
 
 
-def _batches(n: int, size: int, rng: np.random.Generator) -> Iterator[npt.NDArray[np.int64]]:
-    order = rng.permutation(n)
+def class_balanced_weights(labels: npt.NDArray[np.int64]) -> F32Array | None:
+    """Per-image draw probabilities giving every present class the same share; None when the
+    classes are already equally frequent (a plain shuffle is then the same in expectation)."""
+    counts = np.bincount(labels)
+    present = counts[counts > 0]
+    if present.min() == present.max():
+        return None
+    weights = 1.0 / counts[labels]
+    return np.asarray(weights / weights.sum(), dtype=np.float32)
+
+
+def _batches(
+    n: int, size: int, rng: np.random.Generator, weights: F32Array | None = None
+) -> Iterator[npt.NDArray[np.int64]]:
+    if weights is None:
+        order = rng.permutation(n)
+    else:
+        p = weights.astype(np.float64)
+        order = rng.choice(n, size=n, replace=True, p=p / p.sum())
     for start in range(0, n - size + 1, size):
         yield order[start : start + size]
 
@@ -123,19 +165,16 @@ def predict(
 
 @dataclass
 class _Clock:
-    started: float
-    deadline: float
-    total_steps: int
+    budget: Budget
     step_seconds: float = 0.0
     val_seconds: float = 0.0
 
     def out_of_time(self) -> bool:
         reserve = 1.5 * self.step_seconds + 1.2 * self.val_seconds
-        return time.monotonic() + reserve > self.deadline
+        return time.monotonic() + reserve > self.budget.deadline
 
     def progress(self, step: int) -> float:
-        budget = max(self.deadline - self.started - 1.2 * self.val_seconds, 1.0)
-        return max(step / self.total_steps, (time.monotonic() - self.started) / budget)
+        return self.budget.progress(step)
 
 
 def set_memory_format(model: nn.Module, memory_format: torch.memory_format) -> None:
@@ -160,12 +199,31 @@ class _Run:
     bf16: bool
     coarse: npt.NDArray[np.uint8] | None = None
     lr: float = 0.0
+    best_state: dict[str, Any] = field(default_factory=dict)
+    weights: F32Array | None = None
 
     def images(self, step: int) -> npt.NDArray[np.uint8]:
         coarse_phase = self.clock.progress(step) < self.config.coarse_fraction
         if self.coarse is not None and coarse_phase:
             return self.coarse
         return self.train_set.images
+
+    def batch(self, step: int, index: npt.NDArray[np.int64]) -> torch.Tensor:
+        """The augmented, normalised, channels-last input of one batch."""
+        images = self.images(step)[index]
+        if self.config.augment is None:
+            x = _dihedral(torch.from_numpy(self.normalise(images)), self.rng)
+        else:
+            x = torch.from_numpy(self.normalise(self.config.augment(images, self.rng)))
+        return x.contiguous(memory_format=torch.channels_last)
+
+
+def parameter_groups(model: nn.Module) -> list[dict[str, Any]]:
+    """The model's own groups (each with an ``lr_scale``) if it defines them, else one group."""
+    groups = getattr(model, "parameter_groups", None)
+    if callable(groups):
+        return list(groups())
+    return [{"params": list(model.parameters()), "lr_scale": 1.0}]
 
 
 def downscale(images: npt.NDArray[np.uint8], size: int) -> npt.NDArray[np.uint8]:
@@ -181,16 +239,15 @@ def _train_epoch(run: _Run, epoch: int, result: LoopResult) -> list[float]:
     run.model.train()
     losses: list[float] = []
     labels = run.train_set.labels
-    for index in _batches(len(labels), run.config.batch_size, run.rng):
+    for index in _batches(len(labels), run.config.batch_size, run.rng, run.weights):
         if run.clock.out_of_time():
             result.stopped_by_time = True
             break
         t0 = time.monotonic()
         run.lr = lr_at(run.clock.progress(result.steps), run.config.lr, run.config.warmup)
         for group in run.optimizer.param_groups:
-            group["lr"] = run.lr
-        x = _dihedral(torch.from_numpy(run.normalise(run.images(result.steps)[index])), run.rng)
-        x = x.contiguous(memory_format=torch.channels_last)
+            group["lr"] = run.lr * float(group.get("lr_scale", 1.0))
+        x = run.batch(result.steps, index)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=run.bf16):
             logits = run.model(x)
         loss = functional.cross_entropy(
@@ -208,6 +265,53 @@ def _train_epoch(run: _Run, epoch: int, result: LoopResult) -> list[float]:
     return losses
 
 
+def _validate(run: _Run, val_set: ImageSet) -> tuple[float, float]:
+    """(macro F1, accuracy) on the held-out set; times the pass for the deadline's reserve."""
+    t0 = time.monotonic()
+    predicted = predict(run.model, val_set.images, run.normalise).argmax(axis=1)
+    run.clock.val_seconds = time.monotonic() - t0
+    confusion = evaluate.confusion_matrix(val_set.labels, predicted, len(val_set.classes))
+    return evaluate.macro_f1(confusion), evaluate.accuracy(confusion)
+
+
+def _epochs(run: _Run, val_set: ImageSet, result: LoopResult) -> None:
+    """Train and validate epoch after epoch until a stop rule fires; keep the best state."""
+    budget = run.clock.budget
+    epoch = 0
+    while not result.stop_reason:
+        epoch += 1
+        losses = _train_epoch(run, epoch, result)
+        if not losses:
+            result.stop_reason = STOP_BUDGET
+            break
+        f1, acc = _validate(run, val_set)
+        improved = (f1, acc) > (result.best_macro_f1, result.best_accuracy)
+        if improved:
+            result.best_macro_f1, result.best_accuracy = f1, acc
+            result.best_epoch = epoch
+            run.best_state = copy.deepcopy(run.model.state_dict())
+        result.epochs_run = epoch
+        result.stop_reason = budget.epoch_done(epoch, improved=improved)
+        if result.stopped_by_time:
+            result.stop_reason = STOP_BUDGET
+        result.planned_steps = budget.replan(result.steps)
+        run.progress.total_steps = result.planned_steps
+        entry: dict[str, float | int] = {
+            "epoch": epoch,
+            "steps": len(losses),
+            "loss": round(float(np.mean(losses)), 4),
+            "val_accuracy": round(acc, 4),
+            "val_macro_f1": round(f1, 4),
+            "best_epoch": result.best_epoch,
+            "best_macro_f1": round(result.best_macro_f1, 4),
+            "lr": round(run.lr, 6),
+            "seconds": round(time.monotonic() - budget.started, 1),
+        }
+        result.history.append(entry)
+        eta = 0.0 if result.stop_reason else budget.eta(epoch)
+        run.progress.epoch_done(**entry, eta=format_duration(eta), stop=result.stop_reason or "-")
+
+
 def fit(  # noqa: PLR0913  (the data sets, the budget and the reporter are all needed)
     model: nn.Module,
     *,
@@ -218,60 +322,53 @@ def fit(  # noqa: PLR0913  (the data sets, the budget and the reporter are all n
     deadline: float,
     progress: Progress,
 ) -> LoopResult:
-    """Train ``model`` in place; return it with the best epoch's weights restored."""
+    """Train ``model`` in place; return it with the best epoch's weights restored.
+
+    Ctrl-C ends the run like a stop rule (``stop_reason`` "interrupted") once an epoch has
+    been validated; before that it raises ``KeyboardInterrupt``.
+    """
     torch.manual_seed(config.seed)
     set_memory_format(model, torch.channels_last)
-    steps_per_epoch = len(train_set.labels) // config.batch_size
+    steps_per_epoch = max(len(train_set.labels) // config.batch_size, 1)
+    budget = Budget(
+        started=time.monotonic(),
+        deadline=deadline,
+        epochs=config.epochs,
+        patience=config.patience,
+        steps_per_epoch=steps_per_epoch,
+    )
     run = _Run(
         model=model,
         optimizer=torch.optim.AdamW(
-            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+            parameter_groups(model), lr=config.lr, weight_decay=config.weight_decay
         ),
         train_set=train_set,
         normalise=normalise,
         config=config,
-        clock=_Clock(time.monotonic(), deadline, max(config.epochs * steps_per_epoch, 1)),
+        clock=_Clock(budget),
         progress=progress,
         rng=np.random.default_rng(config.seed),
         bf16=config.bf16 and bf16_supported(),
         coarse=None
         if config.coarse_size is None
         else downscale(train_set.images, config.coarse_size),
+        weights=class_balanced_weights(train_set.labels) if config.balanced else None,
     )
     result = LoopResult(model)
-    best_state: dict[str, Any] = copy.deepcopy(model.state_dict())
-    for epoch in range(1, config.epochs + 1):
-        losses = _train_epoch(run, epoch, result)
-        if not losses:
-            break
-        t0 = time.monotonic()
-        predicted = predict(model, val_set.images, normalise).argmax(axis=1)
-        run.clock.val_seconds = time.monotonic() - t0
-        confusion = evaluate.confusion_matrix(val_set.labels, predicted, len(val_set.classes))
-        f1, acc = evaluate.macro_f1(confusion), evaluate.accuracy(confusion)
-        result.epochs_run = epoch
-        entry: dict[str, float | int] = {
-            "epoch": epoch,
-            "steps": len(losses),
-            "loss": round(float(np.mean(losses)), 4),
-            "val_accuracy": round(acc, 4),
-            "val_macro_f1": round(f1, 4),
-            "lr": round(run.lr, 6),
-            "seconds": round(time.monotonic() - run.clock.started, 1),
-        }
-        result.history.append(entry)
-        progress.epoch_done(**entry, out_of_time=result.stopped_by_time)
-        if (f1, acc) > (result.best_macro_f1, result.best_accuracy):
-            result.best_macro_f1, result.best_accuracy = f1, acc
-            result.best_epoch = epoch
-            best_state = copy.deepcopy(model.state_dict())
-        if result.stopped_by_time:
-            break
+    run.best_state = copy.deepcopy(model.state_dict())
+    try:
+        with interruptible():
+            _epochs(run, val_set, result)
+    except KeyboardInterrupt:
+        if result.best_epoch == 0:
+            progress.close()
+            raise
+        result.stop_reason = STOP_INTERRUPTED
     progress.close()
-    model.load_state_dict(best_state)
+    model.load_state_dict(run.best_state)
     set_memory_format(model, torch.contiguous_format)
     result.model = model.eval()
-    result.seconds = time.monotonic() - run.clock.started
+    result.seconds = time.monotonic() - budget.started
     log.info(
         "fit_done",
         epochs_run=result.epochs_run,
@@ -279,7 +376,7 @@ def fit(  # noqa: PLR0913  (the data sets, the budget and the reporter are all n
         best_macro_f1=round(result.best_macro_f1, 4),
         steps=result.steps,
         bf16=run.bf16,
-        stopped_by_time=result.stopped_by_time,
+        stop_reason=result.stop_reason,
         seconds=round(result.seconds, 1),
     )
     return result

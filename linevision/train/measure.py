@@ -25,7 +25,7 @@ import torch
 
 from linevision.synth import pole_piece as synth
 from linevision.train import classifier_export, gsnet, quantise
-from linevision.train.pole_piece import preprocess as normalise
+from linevision.train.pole_piece_resnet import normalise
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

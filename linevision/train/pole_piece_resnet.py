@@ -1,11 +1,19 @@
 """Train the seed-002 pole-piece classifier on a labelled folder and ship it as ONNX.
 
-    linevision train --station pole_piece --data DIR --out MODELDIR [--epochs N] [--minutes M]
+    linevision train --station pole_piece --data DIR --out MODELDIR [--minutes M] [--epochs N]
     python -m linevision.train.pole_piece_resnet --data DIR --out MODELDIR --val DIR --test DIR
 
-The network is ResNet18 with GSConv and multi-head SE attention (``--arch``; the plain
-ResNet18 and the single-change variants train the same way for the ablation), with a 2x2
-space-to-depth before the stem by default (``--stem s2d``, a quarter of the compute; see
+Training runs until ``--minutes`` (default 10) is spent, the held-out macro F1 has not
+improved for ``--patience`` epochs (default 8), or the optional ``--epochs`` cap; the best
+epoch is exported, also when Ctrl-C stops the run (exit 0). Batches are varied the way a
+line varies (``linevision.train.augment``; ``--edge`` says which flips the crops allow).
+
+The network is EfficientNet-Lite0 from ImageNet weights with a new head, fine-tuned end to
+end with the backbone at a lower learning rate (``pole_piece_nets``), and epochs drawn class
+balanced so a class of 30 images stays learned. ``--arch resnet18_gsconv_mse`` is the
+paper's ResNet18 with GSConv and multi-head SE attention (the plain ResNet18 and the
+single-change variants train the same way for the ablation), with a 2x2 space-to-depth
+before the stem by default (``--stem s2d``, a quarter of the compute; see
 ``gsnet.ResNet18``; ``--stem standard`` is the paper's stem). Images
 are read from the folder contract and converted as the runtime converts them. The
 held-out set (``--val``, or a stratified share of ``--data``) picks the best epoch and
@@ -30,9 +38,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
-from linevision import eval_run
 from linevision.inference.manifest import (
     InputSpec,
     Manifest,
@@ -43,11 +51,19 @@ from linevision.inference.manifest import (
 from linevision.inference.session import ModelSession
 from linevision.log import configure, get_logger
 from linevision.synth import pole_piece as synth
-from linevision.train import classifier_export, gsnet, quantise
-from linevision.train.folder_data import ImageSet, load_folder, stratified_split
+from linevision.tools import eval_run
+from linevision.train import augment, classifier_export, gsnet, pole_piece_nets, quantise
+from linevision.train.budget import DEFAULT_PATIENCE, STOP_INTERRUPTED, run_interruptibly
+from linevision.train.folder_data import (
+    MIN_TRAIN_PER_CLASS,
+    MIN_VAL_PER_CLASS,
+    ImageSet,
+    check_per_class,
+    load_folder,
+    recorded_path,
+    split_per_class,
+)
 from linevision.train.loop import LoopConfig, fit
-from linevision.train.pole_piece import MEAN, SCALE, STD
-from linevision.train.pole_piece import preprocess as normalise
 from linevision.train.progress import Progress
 
 if TYPE_CHECKING:
@@ -55,7 +71,7 @@ if TYPE_CHECKING:
 
     from torch import nn
 
-    from linevision import evaluate
+    from linevision.tools import evaluate
 
 NAME: Final = "pole_piece"
 VERSION: Final = "0.2.0"
@@ -66,8 +82,18 @@ OK_LABELS: Final = ("Normal",)
 INT8_TOLERANCE: Final = 0.005
 ONNX_TOLERANCE: Final = 1e-3
 CALIBRATION_PER_CLASS: Final = 32
+SCALE: Final = 1.0 / 255.0
+MEAN: Final = 0.5
+STD: Final = 0.25
 
 log = get_logger(__name__)
+
+
+def normalise(images: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    """(N, H, W) uint8 -> (N, 1, H, W) float32 = (pixel * SCALE - MEAN) / STD, as the manifest's
+    normalisation makes the runtime do."""
+    x = images[:, None].astype(np.float32) * np.float32(SCALE)
+    return np.asarray((x - np.float32(MEAN)) / np.float32(STD), dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -76,10 +102,12 @@ class Config:
     out: Path
     val: Path | None = None
     test: Path | None = None
-    arch: str = "resnet18_gsconv_mse"
+    arch: str = pole_piece_nets.DEFAULT_ARCH
     stem: str = "s2d"
-    epochs: int = 6
+    epochs: int | None = None
     minutes: float = 10.0
+    patience: int | None = DEFAULT_PATIENCE
+    edge: str = augment.EDGE_ANY
     seed: int = 0
     batch_size: int = 32
     lr: float = 2e-3
@@ -106,10 +134,12 @@ def load_data(config: Config) -> Data:
     data = load_folder(config.data, NAME, classes, size)
     if config.val is not None:
         train, val = data, load_folder(config.val, NAME, classes, size)
-        source = f"folder {config.val}"
+        source = f"folder {recorded_path(config.val)}"
+        why = "every class is learned and validated"
+        check_per_class(train.counts(), MIN_TRAIN_PER_CLASS, f"{config.data}/labels.csv", why)
+        check_per_class(val.counts(), MIN_VAL_PER_CLASS, f"{config.val}/labels.csv", why)
     else:
-        keep, held = stratified_split(data.labels, config.val_fraction, config.seed)
-        train, val = data.subset(keep), data.subset(held)
+        train, val = split_per_class(data, config.val_fraction, config.seed)
         source = f"{config.val_fraction:.0%} of --data per class (seed {config.seed})"
     test = None if config.test is None else load_folder(config.test, NAME, classes, size)
     return Data(train, val, test, source)
@@ -235,16 +265,23 @@ def run(config: Config) -> Manifest:
         seconds=round(time.monotonic() - started, 1),
     )
     torch.manual_seed(config.seed)
-    model = gsnet.build(config.arch, len(synth.CLASSES), stem=config.stem)
+    model = pole_piece_nets.build(config.arch, len(synth.CLASSES), stem=config.stem)
+    variation = augment.for_edge(config.edge)
+
+    def vary(images: npt.NDArray[np.uint8], rng: np.random.Generator) -> npt.NDArray[np.uint8]:
+        return augment.augment(images, rng, variation)
+
     loop = LoopConfig(
         epochs=config.epochs,
+        patience=config.patience,
         batch_size=config.batch_size,
         lr=config.lr,
         seed=config.seed,
         bf16=config.bf16,
         coarse_size=config.coarse_size,
+        augment=vary,
     )
-    steps = config.epochs * (len(data.train.labels) // config.batch_size)
+    steps = (config.epochs or 0) * (len(data.train.labels) // config.batch_size)
     progress = Progress(steps, config.epochs, deadline)
     result = fit(
         model,
@@ -256,6 +293,14 @@ def run(config: Config) -> Manifest:
         progress=progress,
     )
     train_minutes = (time.monotonic() - started) / 60.0
+    if result.stop_reason == STOP_INTERRUPTED:
+        log.warning(
+            "training_interrupted",
+            exporting="the best epoch so far",
+            best_epoch=result.best_epoch,
+            best_macro_f1=round(result.best_macro_f1, 4),
+            epochs_run=result.epochs_run,
+        )
     config.out.mkdir(parents=True, exist_ok=True)
     if config.checkpoint is not None:
         torch.save(result.model.state_dict(), config.checkpoint)
@@ -288,16 +333,19 @@ def run(config: Config) -> Manifest:
         "test": None if data.test is None else data.test.summary(),
         "architecture": config.arch,
         "stem": config.stem,
-        "description": gsnet.describe(config.arch, config.stem),
+        "description": pole_piece_nets.describe(config.arch, config.stem),
         "parameters": gsnet.parameter_count(result.model),
-        "loop": asdict(loop),
-        "optimizer": "AdamW, warm-up then cosine over the epochs or the time budget",
-        "augmentation": "rot90 and flip per batch",
+        "loop": {k: v for k, v in asdict(loop).items() if k != "augment"},
+        "optimizer": "AdamW, warm-up then cosine planned over the time budget from the "
+        "measured step time (or over the --epochs cap when that comes first)",
+        "augmentation": variation.describe(),
+        "edge": config.edge,
         "coarse_phase": None
         if config.coarse_size is None
         else f"first {loop.coarse_fraction:.0%} at {config.coarse_size} px, then {synth.SIZE} px",
         "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch,
+        "stop_reason": result.stop_reason,
         "stopped_by_time": result.stopped_by_time,
         "minutes_budget": config.minutes,
         "minutes_used": round(train_minutes, 2),
@@ -324,20 +372,38 @@ def run(config: Config) -> Manifest:
 def parse_args(argv: Sequence[str] | None = None) -> Config:
     p = argparse.ArgumentParser(
         prog="python -m linevision.train.pole_piece_resnet",
-        description="Train the pole-piece classifier (ResNet18 + GSConv + MSE) on a folder.",
+        description="Train the pole-piece classifier (pretrained EfficientNet-Lite0) on a folder.",
     )
     p.add_argument("--data", type=Path, required=True, help="training folder (image,label)")
     p.add_argument("--out", type=Path, required=True, help="model folder to write")
     p.add_argument("--val", type=Path, default=None, help="held-out folder (default: a split)")
     p.add_argument("--test", type=Path, default=None, help="folder for the manifest's metrics")
-    p.add_argument("--arch", choices=tuple(gsnet.ARCHITECTURES), default=Config.arch)
+    p.add_argument("--arch", choices=pole_piece_nets.ARCHITECTURES, default=Config.arch)
     p.add_argument("--stem", choices=gsnet.STEMS, default=Config.stem, help="see gsnet.ResNet18")
-    p.add_argument("--epochs", type=int, default=Config.epochs)
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=Config.epochs,
+        help="at most this many epochs (default: no cap; the budget and --patience decide)",
+    )
     p.add_argument(
         "--minutes",
         type=float,
         default=Config.minutes,
         help="budget for loading and training; export, INT8 and timing follow",
+    )
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=Config.patience,
+        help="stop after this many epochs without a better held-out macro F1 (0: never)",
+    )
+    p.add_argument(
+        "--edge",
+        choices=augment.EDGES,
+        default=Config.edge,
+        help="how the edge runs in every crop: any (rotate and flip freely, as the generator "
+        "draws them) or vertical/horizontal (only the flip along the edge)",
     )
     p.add_argument("--seed", type=int, default=Config.seed)
     p.add_argument("--batch-size", type=int, default=Config.batch_size)
@@ -365,6 +431,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         stem=a.stem,
         epochs=a.epochs,
         minutes=a.minutes,
+        patience=a.patience or None,
+        edge=a.edge,
         seed=a.seed,
         batch_size=a.batch_size,
         lr=a.lr,
@@ -383,8 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(fmt="auto")
     config = parse_args(argv)
     log.info("train_start", **{k: str(v) for k, v in asdict(config).items()})
-    run(config)
-    return 0
+    return run_interruptibly(lambda: run(config).training, config.out)
 
 
 if __name__ == "__main__":

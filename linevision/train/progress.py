@@ -3,6 +3,10 @@
 The bar goes to stderr and is redrawn in place; without a terminal (systemd, CI, a pipe)
 progress becomes structlog events (``train_progress`` at most every ``LOG_EVERY_S``
 seconds and ``epoch_done`` after each epoch), so journald and log parsers get key-values.
+Each epoch gives one line (``epoch_done``) with the epoch, the best epoch so far and its
+score, and the ETA of the run's end. The total of steps may be unknown (0: the run ends by
+its time budget, not an epoch count) or re-planned as the run measures its step time; the
+ETA is then the time left in the budget.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ def eta_seconds(
     >>> eta_seconds(25, 100, 10.0, until_deadline=12.0)
     12.0
     """
-    if done <= 0 or elapsed <= 0:
+    if done <= 0 or elapsed <= 0 or total <= 0:
         return until_deadline
     left = (total - done) * elapsed / done
     return max(0.0, left if until_deadline is None else min(left, until_deadline))
@@ -51,7 +55,7 @@ def format_bar(  # noqa: PLR0913  (every argument is one field of the line)
     total: int,
     *,
     epoch: int,
-    epochs: int,
+    epochs: int | None,
     loss: float | None,
     eta: float | None,
     width: int = 24,
@@ -61,30 +65,32 @@ def format_bar(  # noqa: PLR0913  (every argument is one field of the line)
     >>> format_bar(5, 10, epoch=1, epochs=4, loss=0.5, eta=90.0, width=10)
     'epoch 1/4 [#####.....]  50% step 5/10 loss 0.5000 ETA 1:30'
     """
-    fraction = min(max(done / total, 0.0), 1.0) if total else 0.0
+    fraction = min(max(done / total, 0.0), 1.0) if total > 0 else 0.0
     filled = round(fraction * width)
     bar = "#" * filled + "." * (width - filled)
     loss_text = "-" if loss is None else f"{loss:.4f}"
     eta_text = "-" if eta is None else format_duration(eta)
+    epoch_text = f"{epoch}" if epochs is None else f"{epoch}/{epochs}"
+    total_text = f"{total}" if total > 0 else "?"
     return (
-        f"epoch {epoch}/{epochs} [{bar}] {fraction * 100:3.0f}% step {done}/{total} "
+        f"epoch {epoch_text} [{bar}] {fraction * 100:3.0f}% step {done}/{total_text} "
         f"loss {loss_text} ETA {eta_text}"
     )
 
 
 class Progress:
-    """Reports training steps; the total may shrink when a deadline comes first."""
+    """Reports training steps; ``total_steps`` (0: unknown) may be re-planned during the run."""
 
     def __init__(
         self,
         total_steps: int,
-        epochs: int,
+        epochs: int | None,
         deadline: float | None = None,
         *,
         stream: IO[str] | None = None,
         tty: bool | None = None,
     ) -> None:
-        self.total_steps = max(total_steps, 1)
+        self.total_steps = max(total_steps, 0)
         self.epochs = epochs
         self.deadline = deadline
         self.stream = stream if stream is not None else sys.stderr

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING, Final
 
 import torch
@@ -38,8 +39,11 @@ from torch.nn import functional
 from linevision.inference.manifest import InputSpec, Normalisation, ViewSpec
 from linevision.log import configure, get_logger
 from linevision.synth import seal_edge as synth
+from linevision.train import anomaly, mode
 from linevision.train._cells import Station
 from linevision.train._shipping import parse_args, run
+from linevision.train.anomaly import AnomalyStation
+from linevision.train.budget import run_interruptibly
 from linevision.train.efficientnet_lite import PIXEL_MEAN, PIXEL_STD, STRIDE_CHANNELS
 
 if TYPE_CHECKING:
@@ -175,12 +179,21 @@ STATION = Station(
 )
 
 
+ANOMALY = AnomalyStation(STATION, tolerance=0, photometric="none")
+"""Anomaly mode: the strip as captured (a seal's place on it is part of what is judged, so
+no registration and no tolerance), the stem's features only."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     configure(fmt="json")
     config = parse_args(NAME, argv)
     log.info("train_start", **{k: str(v) for k, v in vars(config).items()})
-    run(STATION, config)
-    return 0
+    if mode.resolve(config.mode, (*config.data, *config.val), NAME) == "anomaly":
+        setup = (
+            ANOMALY if config.tolerance is None else replace(ANOMALY, tolerance=config.tolerance)
+        )
+        return run_interruptibly(lambda: anomaly.run(setup, config).training, config.out)
+    return run_interruptibly(lambda: run(STATION, config).training, config.out)
 
 
 if __name__ == "__main__":

@@ -47,8 +47,11 @@ from linevision.inference import residual as pixel_residual
 from linevision.inference.manifest import InputSpec, Normalisation, ViewSpec
 from linevision.log import configure, get_logger
 from linevision.synth import six_view as synth
+from linevision.train import anomaly, mode
 from linevision.train._cells import Station
 from linevision.train._shipping import parse_args, run
+from linevision.train.anomaly import AnomalyStation
+from linevision.train.budget import run_interruptibly
 from linevision.train.efficientnet_lite import PIXEL_MEAN, PIXEL_STD, STRIDE_CHANNELS
 
 if TYPE_CHECKING:
@@ -239,12 +242,24 @@ def scaled(factor: int, stride: int = STRIDE, *, residual: pixel_residual.Mode =
     )
 
 
+ANOMALY = AnomalyStation(
+    replace(STATION, residual="envelope_edges"), tolerance=1, photometric="match_reference"
+)
+"""Anomaly mode: each view registered onto its reference, matched to its grey levels and
+encoded by the stem, with the residual channels; a part may sit one cell (8 px) off."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     configure(fmt="json")
     config = parse_args(NAME, argv, view_scale=True)
     log.info("train_start", **{k: str(v) for k, v in vars(config).items()})
-    run(scaled(config.view_scale, config.stride, residual=config.residual), config)
-    return 0
+    if mode.resolve(config.mode, (*config.data, *config.val), NAME) == "anomaly":
+        setup = (
+            ANOMALY if config.tolerance is None else replace(ANOMALY, tolerance=config.tolerance)
+        )
+        return run_interruptibly(lambda: anomaly.run(setup, config).training, config.out)
+    station = scaled(config.view_scale, config.stride, residual=config.residual)
+    return run_interruptibly(lambda: run(station, config).training, config.out)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import structlog
 
-from linevision import keys, log
-from linevision.bus import VerdictPublisher
-from linevision.journal import Journal
-from linevision.replay import ReplayServer
+from linevision import log
+from linevision.bus import curve as keys
+from linevision.bus.journal import Journal
+from linevision.bus.publisher import VerdictPublisher
+from linevision.bus.replay import ReplayServer
 from linevision.types import Decision, ModelRef, Verdict, now_ns
 
 MODEL = ModelRef("pole_piece", "1", "ab" * 32)
@@ -30,8 +31,11 @@ def is_ng(cell: int) -> bool:
     return cell % 7 == 3
 
 
-def verdict(cell: int, station: str = STATION) -> Verdict:
+def verdict(cell: int, station: str = STATION, t_frame_ns: int | None = None) -> Verdict:
+    """``t_frame_ns``: the wall-clock capture time (default: now)."""
     mono, wall = now_ns()
+    if t_frame_ns is not None:
+        wall = t_frame_ns
     d = (
         Decision("NG", "defect", "Long", 0.9, model=MODEL, infer_ms=1.0)
         if is_ng(cell)
@@ -55,7 +59,7 @@ class Daemon:
         curve = None
         if key_dir is not None:
             curve = keys.load_pair(key_dir / "server.key_secret")
-            from linevision.bus import context  # noqa: PLC0415
+            from linevision.bus.wire import context  # noqa: PLC0415
 
             self.auth = keys.start_authenticator(context(), key_dir / "authorized")
         self.publisher.use_delivery(self.journal, curve)
@@ -75,15 +79,24 @@ class Daemon:
             self.replay.start()
         return self
 
-    def stream(self, first: int, count: int, rate_hz: float | None, station: str = STATION) -> None:
-        """Publish cells ``first..first+count-1`` at ``rate_hz`` (None: as fast as possible)."""
+    def stream(
+        self,
+        first: int,
+        count: int,
+        rate_hz: float | None,
+        station: str = STATION,
+        capture_age_s: float = 0.0,
+    ) -> None:
+        """Publish cells ``first..first+count-1`` at ``rate_hz`` (None: as fast as possible),
+        stamped as captured ``capture_age_s`` before they are sent."""
         t0 = time.monotonic()
+        age_ns = int(capture_age_s * 1e9)
         for i in range(count):
             if rate_hz is not None:
                 wait = t0 + i / rate_hz - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
-            self.publisher.publish(verdict(first + i, station))
+            self.publisher.publish(verdict(first + i, station, time.time_ns() - age_ns))
 
     def wait_sent(self, seq: int, timeout_s: float = 10.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -108,6 +121,7 @@ def main() -> None:
     p.add_argument("--first-cell", type=int, default=1)
     p.add_argument("--count", type=int, required=True)
     p.add_argument("--rate", type=float, default=100.0)
+    p.add_argument("--capture-age-s", type=float, default=0.0)
     args = p.parse_args()
     log.configure("info", "json")
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
@@ -116,7 +130,7 @@ def main() -> None:
     d = Daemon(args.publish, args.replay, args.journal).start()
     print("ready", d.run_id, flush=True)
     time.sleep(0.3)
-    d.stream(args.first_cell, args.count, args.rate)
+    d.stream(args.first_cell, args.count, args.rate, capture_age_s=args.capture_age_s)
     d.wait_sent(args.count)
     print("done", flush=True)
     stop.wait(60)

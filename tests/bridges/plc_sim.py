@@ -78,6 +78,8 @@ class ModbusPlc:
         self.ack_delay_s = 0.0
         self.respond = True
         self.regs: list[int] = []
+        self.requests: list[tuple[int, int, int]] = []
+        """``(function code, address, count)`` of every request the server handled."""
         self.server: ModbusTcpServer | None = None
 
     async def _action(  # noqa: PLR0913, PLR0917  (pymodbus's action signature)
@@ -89,6 +91,7 @@ class ModbusPlc:
         regs: list[int],
         values: list[int] | list[bool] | None,
     ) -> None:
+        self.requests.append((fc, address, count))
         self.regs = regs
         if values is None or fc not in (6, 16):
             return
@@ -175,6 +178,7 @@ class OpcUaPlc:
             "Station": ([0] * self.slots, vt.UInt16),
             "Verdict": ([0] * self.slots, vt.UInt16),
             "Reason": ([0] * self.slots, vt.UInt16),
+            "ChallengeRequest": (False, vt.Boolean),
         }
         for name, (value, vtype) in spec.items():
             node = await obj.add_variable(

@@ -46,7 +46,7 @@ def test_plc_bridge_health_follows_delivery_and_says_down_on_stop(tmp_path):
     assert last.interval_s == 1.0
 
 
-def test_reject_bridge_health_while_its_io_is_unreachable():
+def test_reject_bridge_health_while_its_io_is_unreachable(tmp_path):
     cfg = RejectBridgeConfig.model_validate(
         {
             "source": {"verdicts": free_tcp_endpoint(), "replay": None, "heartbeat_timeout_s": 0.3},
@@ -55,6 +55,7 @@ def test_reject_bridge_health_while_its_io_is_unreachable():
             "tracking": {"counter_register": 0, "stations": {"pole_piece": 0}},
             "output": {"coil": 0},
             "backoff": {"min_s": 0.02, "max_s": 0.1},
+            "state_file": str(tmp_path / "reject.db"),
         }
     )
     got: list[BridgeHealth] = []

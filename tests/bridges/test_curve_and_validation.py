@@ -12,21 +12,21 @@ import pytest
 import zmq
 from pydantic import ValidationError
 
-from linevision import keys
-from linevision.bridges.config import PlcBridgeConfig, SourceConfig
+from linevision.bridges.config import PlcBridgeConfig, RejectBridgeConfig, SourceConfig
 from linevision.bridges.subscriber import VerdictStream
-from linevision.bus import (
+from linevision.bus import curve as keys
+from linevision.bus.delivery import Delivery
+from linevision.bus.replay import ReplayClient, ReplayError
+from linevision.bus.subscriber import subscribe
+from linevision.bus.wire import (
     BusMessageError,
     VerdictMessage,
     context,
     parse_message,
-    subscribe,
     verdict_payload,
 )
 from linevision.cli import main
 from linevision.config import BusConfig, Config
-from linevision.delivery import Delivery
-from linevision.replay import ReplayClient, ReplayError
 from tests.bridges.daemon_sim import Daemon, verdict
 from tests.bridges.harness import BridgeThread, wait_for
 from tests.helpers import free_tcp_endpoint
@@ -82,6 +82,22 @@ def test_non_loopback_needs_keys():
                 "bus": {"replay": "tcp://127.0.0.1:5557"},
             }
         )
+
+
+def test_reject_registers_that_overlap_and_unknown_phases_are_refused():
+    base = {
+        "io": {"host": "127.0.0.1"},
+        "tracking": {"counter_register": 0, "stations": {"pole_piece": 0}},
+        "output": {"coil": 0, "cell_register": 10, "decision_register": 12},
+    }
+    RejectBridgeConfig.model_validate(base)
+    for decision, other in [(11, "output.cell_register"), (1, "tracking.counter_register")]:
+        bad = {**base, "output": {**base["output"], "decision_register": decision}}
+        with pytest.raises(ValidationError, match=f"decision_register.*overlap {other}"):
+            RejectBridgeConfig.model_validate(bad)
+    phases = {**base["tracking"], "phases": {"seal_edge": 3}}
+    with pytest.raises(ValidationError, match=r"tracking.phases.seal_edge: not a station"):
+        RejectBridgeConfig.model_validate({**base, "tracking": phases})
 
 
 def test_plc_map_overlaps_are_refused():

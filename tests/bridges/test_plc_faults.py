@@ -8,6 +8,7 @@ PLC rejects it by rule (docs/plc.md: no result by the reject point is NG).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -51,6 +52,10 @@ def _report(name, acct, **extra):
     print(f"\nFIGURE fault {name}: {items}")
 
 
+def _text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
 def test_bridge_killed_and_restarted_mid_stream(tmp_path):
     daemon = Daemon(free_tcp_endpoint(), free_tcp_endpoint(), tmp_path / "journal.db").start()
     plc = ThreadedPlc(ModbusPlc(free_port())).start()
@@ -58,8 +63,9 @@ def test_bridge_killed_and_restarted_mid_stream(tmp_path):
     bridge = _bridge_proc(tmp_path, cfg)
     rec = plc.plc.recorder
     try:
-        wait_for((tmp_path / "bridge.log").exists, 5, "bridge start")
-        time.sleep(1.5)
+        # joined: it has seen the daemon's heartbeat (a loaded machine starts it slowly)
+        joined = lambda: "stream_joined" in _text(tmp_path / "bridge.log")  # noqa: E731
+        wait_for(joined, 30, "the bridge joining the stream")
         daemon.stream(1, 300, rate_hz=300)
         wait_for(lambda: len(rec.applied) >= 100, 10, "the first 100 at the PLC")
         bridge.kill()
@@ -188,7 +194,8 @@ def test_burst_at_full_speed_loses_nothing(tmp_path, count):
     cfg = _bridge_yaml(tmp_path, daemon.publisher.endpoint, daemon.replay.endpoint, port)
     bridge = _bridge_proc(tmp_path, cfg)
     try:
-        time.sleep(1.5)
+        joined = lambda: "stream_joined" in _text(tmp_path / "bridge.log")  # noqa: E731
+        wait_for(joined, 30, "the bridge joining the stream")
         t0 = time.monotonic()
         daemon.stream(1, count, rate_hz=None)
         daemon.wait_sent(count, timeout_s=30)

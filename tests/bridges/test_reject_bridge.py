@@ -9,15 +9,17 @@ from pymodbus.client import ModbusTcpClient
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from linevision.bridges.alarms import RejectReport
+from linevision.bridges.alarms import RejectReport, Reporter
 from linevision.bridges.config import RejectBridgeConfig
-from linevision.bridges.reject import CellTracker, run_reject_bridge
+from linevision.bridges.reject import CellTracker, RejectBridge, run_reject_bridge
+from linevision.bridges.reject_modbus import ModbusRejectIo
 from tests.bridges.daemon_sim import Daemon, is_ng, verdict
 from tests.bridges.harness import BridgeThread, collect_reports, free_port, wait_for
 from tests.bridges.plc_sim import ThreadedPlc
 from tests.helpers import free_tcp_endpoint
 
 CELL_REGISTER = 10
+DECISION_REGISTER = 12
 
 
 class RejectStation:
@@ -27,12 +29,17 @@ class RejectStation:
         self.port = port
         self.fired: list[int] = []
         self.coil_writes: list[bool] = []
+        self.decisions: list[tuple[int, int]] = []
+        """(counter value, 1 pass / 2 reject) as the bridge wrote them, in order."""
         self._cell = -1
         self.server: ModbusTcpServer | None = None
 
     async def _action(self, fc, start, address, count, regs, values):  # noqa: PLR0913, PLR0917  (pymodbus's action signature)
         if fc == 16 and address == CELL_REGISTER and values is not None:
             self._cell = (values[0] << 16) | values[1]
+        if fc == 16 and address == DECISION_REGISTER and values is not None:
+            assert len(values) == 3  # one write per decision
+            self.decisions.append(((values[0] << 16) | values[1], values[2]))
         if fc == 5 and values is not None:
             self.coil_writes.append(bool(values[0]))
             if values[0]:
@@ -110,8 +117,14 @@ def test_reject_station_fires_for_ng_and_missing_verdicts_and_reports(tmp_path):
                 "poll_ms": 1,
                 "stations": {"pole_piece": 0},
             },
-            "output": {"coil": 0, "pulse_ms": 3, "cell_register": CELL_REGISTER},
+            "output": {
+                "coil": 0,
+                "pulse_ms": 3,
+                "cell_register": CELL_REGISTER,
+                "decision_register": DECISION_REGISTER,
+            },
             "backoff": {"min_s": 0.02, "max_s": 0.2},
+            "state_file": str(tmp_path / "reject.db"),
         }
     )
     reports: list[RejectReport] = []
@@ -157,7 +170,47 @@ def test_reject_station_fires_for_ng_and_missing_verdicts_and_reports(tmp_path):
             assert (r.action, r.reason, r.fired) == ("pass", "ok", False)
     assert result.counters["fired"] == len(expected)
     assert result.counters["missed"] == 0
+    # the handshake: every decided cell, pass or reject, by the counter value at the station
+    decided = dict(station.decisions)
+    for c in cells:
+        assert decided[c + distance] == (2 if c in expected else 1), c
     print(
         f"\nFIGURE reject: cells={len(cells)} fired={len(station.fired)} "
         f"(ng={sum(is_ng(c) for c in cells if c not in missing)}, no_verdict={len(missing) + 1})"
     )
+
+
+def test_an_unreachable_reject_io_is_retried_past_a_thousand_failures():
+    # a refused port stands in for reject I/O that is down for a long time (with a tiny
+    # back-off): the bridge must go on retrying, not die when the delay's exponent is large
+    cfg = RejectBridgeConfig.model_validate(
+        {
+            "name": "reject1",
+            "source": {"verdicts": free_tcp_endpoint()},
+            "report": {"publish": free_tcp_endpoint()},
+            "io": {"host": "127.0.0.1", "port": free_port(), "timeout_s": 0.5},
+            "tracking": {"counter_register": 0, "distance": 5, "stations": {"pole_piece": 0}},
+            "output": {"coil": 0},
+            "backoff": {"min_s": 0.000_001, "max_s": 0.000_001},
+        }
+    )
+    failures = 1100
+
+    async def main() -> RejectBridge:
+        reporter = Reporter(cfg.report.publish, cfg.name)
+        bridge = RejectBridge(cfg, ModbusRejectIo(cfg), reporter)
+        stop = asyncio.Event()
+        task = asyncio.create_task(bridge.run(stop))
+        try:
+            deadline = time.monotonic() + 60
+            while bridge.counters["io_errors"] < failures and not task.done():
+                assert time.monotonic() < deadline, bridge.counters
+                await asyncio.sleep(0.01)
+            stop.set()
+            await task  # raises what ended the loop early
+        finally:
+            reporter.close()
+        return bridge
+
+    bridge = asyncio.run(main())
+    assert bridge.counters["io_errors"] >= failures

@@ -124,8 +124,14 @@ def test_strip_pacing_does_not_drift(tmp_path: Path) -> None:
         assert sink.wait_for(lambda items: len(items) >= 10 * STRIPS, timeout=10.0)
     elapsed = time.monotonic() - t0
     frames = sink.frames()
-    assert sink.faults() == []
-    first = [f for f in frames if f.part == 0]
-    span = (first[9].t_mono_ns - first[0].t_mono_ns) / 1e9
-    assert span == pytest.approx(0.9, abs=0.08)
+    # a strip whose slot the thread reached late (another process had the core) is an NG
+    # overload, never a strip shifted into the next slot; the slots themselves keep the grid
+    faults = sink.faults()
+    assert {f.reason for f in faults} <= {"overload"}, faults
+    assert len(faults) <= 2, faults
+    first = {f.cell_id: f.t_mono_ns for f in frames if f.part == 0}
+    a, b = min(first), max(first)
+    assert b - a >= 7
+    span = (first[b] - first[a]) / 1e9
+    assert span == pytest.approx(0.1 * (b - a), abs=0.08)
     assert elapsed < 5.0

@@ -9,7 +9,7 @@ import pytest
 
 from linevision.cameras import open_driver
 from linevision.cameras.base import CameraError
-from linevision.cameras.replay import ReplayDriver
+from linevision.cameras.files import ReplayDriver
 from linevision.cameras.worker import AcquisitionWorker
 from linevision.config import ReplayCamera, Roi, Trigger
 from linevision.types import Frame, FrameFault

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from linevision.cameras.base import CameraDriver, CameraError, RawGrab
-from linevision.cameras.replay import ReplayDriver
+from linevision.cameras.files import ReplayDriver
 from linevision.cameras.worker import AcquisitionWorker
 from linevision.config import ReplayCamera
 from linevision.types import Frame, FrameFault
@@ -292,3 +292,51 @@ def test_a_failed_open_is_counted_and_reported_in_one_step(tmp_path: Path, monke
     assert any(errors == 1 for errors, _ in seen)  # read after the failure too
     after = {state for errors, state in seen if errors > 0}
     assert after <= {"reconnecting", "stopped"}, after  # never "starting" with the error counted
+
+
+class SlowLinkDriver(LossyDriver):
+    """A replay camera whose every frame reaches the host ``delay_s`` after its trigger."""
+
+    def __init__(self, inner: ReplayDriver, delay_s: float) -> None:
+        super().__init__(inner, set())
+        self.delay_s = delay_s
+        self.triggered_ns: list[int] = []
+
+    def trigger(self) -> bool:
+        self.triggered_ns.append(time.monotonic_ns())
+        return self.inner.trigger()
+
+    def grab(self, timeout_s: float) -> RawGrab | None:
+        raw = self.inner.grab(timeout_s)
+        if raw is not None:
+            time.sleep(self.delay_s)
+        return raw
+
+
+def test_a_triggered_frame_is_stamped_with_its_trigger_time(write_images: ImageWriter) -> None:
+    folder, _ = write_images(3)
+    cfg = replay(folder, grab_timeout_ms=500, trigger={"mode": "software", "rate_hz": 10})
+    arrived: list[tuple[int, Frame]] = []
+
+    def sink(item: Item) -> None:
+        if isinstance(item, Frame):
+            arrived.append((time.monotonic_ns(), item))
+
+    drivers: list[SlowLinkDriver] = []
+
+    def factory() -> CameraDriver:
+        drivers.append(SlowLinkDriver(ReplayDriver(cfg), delay_s=0.03))
+        return drivers[-1]
+
+    with AcquisitionWorker(cfg, factory, sink) as worker:
+        deadline = time.monotonic() + 5.0
+        while len(arrived) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert worker.join(1.0)
+    (driver,) = drivers
+    assert len(arrived) >= 3
+    for t_arrived, frame in arrived:
+        triggered = driver.triggered_ns[frame.cell_id - 1]
+        # the capture instant is the trigger (taken just before it), not the arrival
+        assert 0 <= triggered - frame.t_mono_ns < 5_000_000
+        assert t_arrived - frame.t_mono_ns >= 30_000_000

@@ -14,16 +14,15 @@ import numpy as np
 import onnx
 import pytest
 
-from linevision.inference.blue_film import (
+from linevision.inference.film.geometry import (
     DEFECT_KIND,
     SEGMENT_KIND,
-    FilmInspector,
-    FrameSizeError,
     box_contains,
     defects_from_map,
     max_stitch,
     scaled_plan,
 )
+from linevision.inference.film.inspector import FilmInspector, FrameSizeError
 from linevision.inference.manifest import (
     ModelFileError,
     load_manifest,
@@ -211,7 +210,7 @@ def test_defect_boxes_cover_their_cells_and_stay_in_the_frame() -> None:
 
 def test_torch_networks_match_and_threshold_stays_above_good() -> None:
     torch = pytest.importorskip("torch")
-    from linevision.train.blue_film import score_threshold  # noqa: PLC0415
+    from linevision.train.blue_film_anomaly import score_threshold  # noqa: PLC0415
     from linevision.train.blue_film_nets import Student, distillation_loss  # noqa: PLC0415
 
     student = Student().eval()

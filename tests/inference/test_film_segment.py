@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from linevision.inference.film_segment import (
+from linevision.inference.film.segment import (
     SEGMENT_FILE,
     FilmSegmenter,
     defect_window,
@@ -25,13 +25,13 @@ from linevision.types import Defect
 
 torch = pytest.importorskip("torch")
 
-from linevision.train import film_segment  # noqa: E402
+from linevision.train import film_segment, film_segment_data  # noqa: E402
 
 BASE = Path(__file__).resolve().parents[2] / "models" / "blue_film"
 REGION = 96
 
 
-def _regions(seed: int, n: int) -> film_segment.Regions:
+def _regions(seed: int, n: int) -> film_segment_data.Regions:
     """``n`` defect regions (one 8-14 px defect each, centred) and ``n // 2`` good ones."""
     images, masks, defect = [], [], []
     for i in range(n + n // 2):
@@ -41,7 +41,7 @@ def _regions(seed: int, n: int) -> film_segment.Regions:
         images.append(tile.image)
         masks.append((tile.mask > 0).astype(np.uint8))
         defect.append(kind != "OK")
-    return film_segment.Regions(np.stack(images), np.stack(masks), np.asarray(defect))
+    return film_segment_data.Regions(np.stack(images), np.stack(masks), np.asarray(defect))
 
 
 @pytest.fixture(scope="module")

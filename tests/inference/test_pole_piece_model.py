@@ -11,10 +11,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 import pytest
 
 from linevision.inference.manifest import ModelFileError, load_manifest, sha256_file
+from linevision.inference.session import open_session
 from linevision.synth import pole_piece as pp
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "pole_piece"
@@ -25,10 +25,7 @@ PER_CLASS = 50
 @pytest.fixture(scope="module")
 def shipped():
     manifest, onnx_path = load_manifest(MODEL_DIR)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    session = open_session(onnx_path)
     return manifest, onnx_path, session
 
 
@@ -66,8 +63,8 @@ def test_manifest_describes_the_model(shipped) -> None:
     assert (manifest.input.height, manifest.input.width) == (224, 224)
     assert manifest.sha256 == sha256_file(onnx_path)
     assert sum(f.stat().st_size for f in MODEL_DIR.iterdir()) <= 25 * 2**20
-    assert [i.name for i in session.get_inputs()] == [manifest.input.name]
-    assert [o.name for o in session.get_outputs()] == [manifest.output]
+    assert session.input_names == [manifest.input.name]
+    assert session.output_names == [manifest.output]
     assert float(manifest.metrics["macro_f1"]) >= 0.97
 
 

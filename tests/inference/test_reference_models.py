@@ -23,6 +23,7 @@ from linevision.inference.residual import CHANNELS as RESIDUAL_CHANNELS
 from linevision.inference.session import SessionOptions
 from linevision.synth import seal_edge, six_view
 from linevision.synth._common import sample_rng
+from linevision.tools import evaluate
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 TEST_SEED = 7777
@@ -100,16 +101,11 @@ def six_cells(six: ReferenceModel) -> tuple[list[str], list[float], list[str]]:
     return verdicts, scores, labels
 
 
-def _auroc(scores: list[float], labels: list[str]) -> float:
-    s, y = np.asarray(scores), np.asarray(labels)
-    pos, neg = s[y == "NG"], s[y == "OK"]
-    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return float(greater / (len(pos) * len(neg)))
-
-
 def test_six_view_separates_ok_from_ng_on_a_new_design(six_cells) -> None:
     _, scores, labels = six_cells
-    assert _auroc(scores, labels) >= 0.8
+    area = evaluate.auroc(np.asarray(labels) == "NG", scores)
+    assert area is not None
+    assert area >= 0.8
 
 
 def test_six_view_meets_the_line_targets_on_a_new_design(six_cells) -> None:

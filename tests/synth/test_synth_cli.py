@@ -5,7 +5,8 @@ from __future__ import annotations
 import cv2
 import pytest
 
-from linevision.cli import EXIT_CONFIG, EXIT_OK, main
+from linevision.cli import main
+from linevision.cli.common import EXIT_CONFIG, EXIT_OK
 from linevision.synth.contract import read_labels
 
 CASES = [
@@ -47,3 +48,20 @@ def test_synth_rejects_small_frames_and_bad_counts(tmp_path, capsys) -> None:
     assert not (tmp_path / "x").exists()
     with pytest.raises(SystemExit):
         main(["synth", "--station", "welding", "--out", out])
+
+
+def test_design_seed_draws_other_cells_of_one_product(tmp_path) -> None:
+    def synth(name: str, *extra: str) -> int:
+        args = ["synth", "--station", "six_view", "--out", str(tmp_path / name), "--n", "1"]
+        return main([*args, "--ng-fraction", "0", *extra])
+
+    assert synth("product", "--seed", "21") == EXIT_OK
+    assert synth("more", "--seed", "99", "--design-seed", "21") == EXIT_OK
+    assert synth("other", "--seed", "99") == EXIT_OK
+    ref, cell = "reference/1.png", "00000_OK/1.png"
+    product, more, other = (tmp_path / n for n in ("product", "more", "other"))
+    assert (product / ref).read_bytes() == (more / ref).read_bytes()
+    assert (product / cell).read_bytes() != (more / cell).read_bytes()
+    assert (more / ref).read_bytes() != (other / ref).read_bytes()
+    refused = ["synth", "--station", "seal_edge", "--out", str(tmp_path / "r"), "--n", "1"]
+    assert main([*refused, "--design-seed", "2"]) == EXIT_CONFIG

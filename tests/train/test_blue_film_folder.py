@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from linevision.cli import main
-from linevision.inference.blue_film import FilmInspector
-from linevision.inference.film_segment import SEGMENT_FILE, SEGMENT_ROLE, FilmSegmenter
+from linevision.inference.film.inspector import FilmInspector
+from linevision.inference.film.segment import SEGMENT_FILE, SEGMENT_ROLE, FilmSegmenter
 from linevision.inference.manifest import load_manifest, sha256_file
 from linevision.synth import blue_film as synth
 from linevision.synth.contract import DataError, read_labels
@@ -24,7 +24,7 @@ from linevision.tiling import plan_tiles
 
 pytest.importorskip("torch")
 
-from linevision.train import blue_film
+from linevision.train import blue_film, blue_film_anomaly
 
 SIDE = 1024
 FAST = ["--train-tiles", "2", "--calibration-tiles", "2", "--threads", "1"]
@@ -98,11 +98,13 @@ def test_folder_with_masks_trains_both_networks(mixed: Path, tmp_path: Path) -> 
     assert manifest.files == {SEGMENT_ROLE: SEGMENT_FILE}
     assert manifest.sha256s[SEGMENT_ROLE] == sha256_file(out / SEGMENT_FILE)
     training = manifest.training
+    assert training["data"] == mixed.name  # the folder's name, not tmp_path's absolute path
     assert training["train_frames"] == 2
     assert training["calibration_frames"] == 1
     assert training["epochs"] == 1
     segment = training[SEGMENT_ROLE]
     assert isinstance(segment, dict)
+    assert segment["data"] == mixed.name
     assert segment["defect_regions"] == sum(
         cv2.connectedComponents((cv2.imread(str(s.mask), 0) > 0).astype(np.uint8))[0] - 1
         for s in read_labels(mixed, "blue_film")
@@ -118,7 +120,7 @@ def test_folder_with_masks_trains_both_networks(mixed: Path, tmp_path: Path) -> 
     segmenter = FilmSegmenter(out)
     crop = np.zeros((256, 256, 3), dtype=np.uint8)
     assert segmenter.mask(crop).shape == (256, 256)
-    assert onnx_path.name == blue_film.MODEL_FILE
+    assert onnx_path.name == blue_film_anomaly.MODEL_FILE
 
 
 def test_good_frames_only_train_the_anomaly_model(tmp_path: Path) -> None:
@@ -131,7 +133,11 @@ def test_good_frames_only_train_the_anomaly_model(tmp_path: Path) -> None:
     assert SEGMENT_ROLE not in manifest.training
     assert not (out / SEGMENT_FILE).exists()
     stored = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-    assert stored["tile_anomaly"]["screen"]["threshold"] > 0
+    screen = stored["tile_anomaly"]["screen"]
+    assert screen["threshold"] > 0
+    # the training sets the screen from good film: every channel's spread and its threshold
+    assert screen["method"] == "local_deviation"
+    assert all(s > 0 for s in screen["spread"])
     inspector = FilmInspector(out, SIDE, SIDE, threads=1)
     for sample in read_labels(data, "blue_film"):
         frame = cv2.imread(str(sample.path))

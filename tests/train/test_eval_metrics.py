@@ -1,11 +1,11 @@
-"""The pure metric functions of ``linevision.evaluate`` on hand-computed cases."""
+"""The pure metric functions of ``linevision.tools.evaluate`` on hand-computed cases."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from linevision import evaluate
+from linevision.tools import evaluate
 from tests.helpers import EVAL_KEYS
 
 LABELS = np.array([0, 0, 0, 1, 1, 2])

@@ -2,9 +2,10 @@
 
 The folder is drawn here in the contract's layout with its own look: colour (BGR) views of
 other sizes than the model's, a printed label, shifted and re-lit captures, NG cells with a
-dark blot or a bright line on one view. The trainer must take it with its default options,
-register the captures, ship both graphs and a manifest, and ``eval`` must score it through
-the runtime.
+dark blot or a bright line on one view. The supervised trainer (``--mode supervised``: with
+12 good cells the default, anomaly mode, refuses the folder) must take it with its other
+options at their defaults, register the captures, ship both graphs and a manifest, and
+``eval`` must score it through the runtime.
 """
 
 from __future__ import annotations
@@ -83,11 +84,15 @@ def test_six_view_trains_and_evaluates_on_a_foreign_folder(tmp_path: Path, capsy
     _write_folder(data, seed=3)
     out = tmp_path / "model"
     args = ["train", "--station", "six_view", "--data", str(data), "--out", str(out)]
-    assert main([*args, "--epochs", "3", "--minutes", "1", "--seed", "0"]) == 0
+    assert (
+        main([*args, "--mode", "supervised", "--epochs", "1", "--minutes", "0.5", "--seed", "0"])
+        == 0
+    )
     manifest, _ = load_manifest(out)
     assert manifest.align == "affine"
     assert (out / "head.onnx").is_file()
     assert manifest.training["train_samples"] + manifest.training["val_samples"] == CELLS
+    assert manifest.training["data"] == ["data"]  # the folder's name, not tmp_path's path
     capsys.readouterr()
     assert (
         main(["eval", "--station", "six_view", "--data", str(data), "--model", str(out), "--json"])

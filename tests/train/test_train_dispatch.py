@@ -86,3 +86,14 @@ def test_stratified_split_holds_out_every_class() -> None:
     assert np.array_equal(again[1], held)
     with pytest.raises(ValueError, match="fraction"):
         stratified_split(labels, 1.0, seed=0)
+
+
+def test_patience_goes_to_the_trainers_that_validate(monkeypatch, capsys) -> None:
+    seen: list[list[str]] = []
+    monkeypatch.setattr(dispatch, "trainer_main", lambda station: seen.append)
+    args = ["train", "--data", "d", "--out", "o", "--patience", "3"]
+    assert main([*args, "--station", "six_view"]) == 0
+    assert seen == [["--data", "d", "--out", "o", "--patience", "3"]]
+    assert main([*args, "--station", "blue_film"]) == 2
+    assert "blue_film trains on good images only" in capsys.readouterr().err
+    assert len(seen) == 1
