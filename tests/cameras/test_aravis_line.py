@@ -114,7 +114,8 @@ def test_lost_packets_become_bad_frame_verdicts_of_the_right_cells(tmp_path: Pat
         if s.labels["camera"] == "pole_piece_gige"
     }
     assert samples["missing_packets"] >= stream["missing_packets"]
-    assert samples["completed"] >= len(by_cell) - bad
+    # a frame lost on the host (no free buffer) never completes
+    assert samples["completed"] >= len(by_cell) - bad - host_lost
 
 
 def test_the_deploy_config_runs_pole_piece_on_the_fake_camera(tmp_path: Path) -> None:

@@ -193,10 +193,15 @@ def _check_page_and_metrics(hmi: HmiServer, metrics: tuple[str, int] | None) -> 
             return dict(json.loads(r.read()))
 
     # the page learns the level from the daemon's heartbeats: it may show the step before
-    # (warning) for up to a heartbeat after the alarm went out
+    # (warning) for up to a heartbeat after the alarm went out, and the trend (one point per
+    # heartbeat) its second point a heartbeat after the first
     t_end = time.monotonic() + 10.0
     snap = state()
-    while snap["lifecycle"]["pole_piece"]["drift"] != "critical" and time.monotonic() < t_end:
+
+    def settled(view: dict[str, Any]) -> bool:
+        return view["drift"] == "critical" and len(view.get("drift_trend", ())) >= 2
+
+    while not settled(snap["lifecycle"]["pole_piece"]) and time.monotonic() < t_end:
         time.sleep(0.2)
         snap = state()
     view = snap["lifecycle"]["pole_piece"]
