@@ -3,7 +3,7 @@ restart, broker down while verdicts flow. After each, an independent subscriber 
 session, QoS 1) has every journaled verdict once after dropping duplicates on
 ``(run_id, seq)``, in order per run.
 
-``LINEVISION_MQTT_OUTAGE_S`` sets the broker outage of the last test (default 10 s; the
+``LINEVISION_MQTT_OUTAGE_S`` sets the broker outage of the last test (default 6 s; the
 issue's 60 s run is ``LINEVISION_MQTT_OUTAGE_S=60``).
 """
 
@@ -19,7 +19,7 @@ from tests.bridges.harness import Proc, journal_rows, wait_for, write_yaml
 from tests.bridges.mosquitto import Mosquitto, Subscriber, account, dedupe
 from tests.helpers import free_tcp_endpoint
 
-OUTAGE_S = float(os.environ.get("LINEVISION_MQTT_OUTAGE_S", "10"))
+OUTAGE_S = float(os.environ.get("LINEVISION_MQTT_OUTAGE_S", "6"))
 
 
 def bridge_yaml(work: Path, publish: str, replay: str, port: int, **over: Any) -> Path:

@@ -28,7 +28,7 @@ from tests.helpers import free_tcp_endpoint
 MODELS = Path(__file__).resolve().parents[2] / "models"
 DEADLINE_MS = 30.0
 RATE_HZ = 20.0
-RUN_S = 15.0
+RUN_S = 10.0
 HOGS = 2
 
 

@@ -22,9 +22,9 @@ from tests.hmi.line import (
 from tests.hmi.test_page import Watched
 
 RATE_HZ = 100.0
-LOAD_S = 45.0
-WARM_S = 10.0
-"""The memory test: 75 s at 100 verdicts/s, measured after the first 15 s (a bounded run)."""
+LOAD_S = 30.0
+WARM_S = 8.0
+"""The memory test: LOAD_S at 100 verdicts/s, measured after the first WARM_S (a bounded run)."""
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def _heap(cdp) -> dict[str, float]:
     }
 
 
-def test_45_s_at_100_verdicts_per_second_keeps_memory_flat(tmp_path, browser):
+def test_30_s_at_100_verdicts_per_second_keeps_memory_flat(tmp_path, browser):
     with Line(tmp_path) as line:
         w = Watched(browser, (1920, 1080))
         page = w.open(line.url)
@@ -123,12 +123,12 @@ def test_45_s_at_100_verdicts_per_second_keeps_memory_flat(tmp_path, browser):
     assert w.errors == []
     assert result["verdicts_seen_by_hmi"] == result["verdicts_sent"]
     assert result["rate_per_s"] >= 90
-    # flat: after garbage collection the heap is where it was 35 s earlier
+    # flat: after garbage collection the heap is where it was 22 s earlier
     assert result["heap_mb_at_end"] - result["heap_mb_after_warmup"] < 1.0, result
     assert after["nodes"] - before["nodes"] < 100, result
     assert after["listeners"] <= before["listeners"] + 10, result
     # it kept up: at most push_hz updates a second, each rendered, charts once a second
-    assert result["sse_events"] <= load_s * 5 + 10
+    assert result["sse_events"] <= (load_s + 5) * 5  # the page is open ~5 s beyond the load
     assert result["renders_during_measure"] >= (load_s - WARM_S) * 3
     # a render is a few ms; the worst one on a loaded 2-core machine stays well under a second
     assert result["mean_render_ms"] < 40, result
