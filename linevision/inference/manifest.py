@@ -58,8 +58,10 @@ class ScreenSpec(_Model):
 
     ``local_deviation``: per channel (B, G, R), the deviation from a ``kernel`` box
     background, box-smoothed by ``smooth``, less its column's mean over ``column`` lines
-    (1: none), divided by the channel's good-film ``spread`` (grey levels); the signal is 8 x
-    the largest of the three (uint8, saturating). ``chroma_tophat`` (older models):
+    (1: none), divided by the channel's good-film ``spread`` (grey levels); the signal is 4 x
+    the largest of the three (uint8, saturating). With ``scale`` 2 all of it runs on the
+    frame area-averaged 2 x 2 (sizes in those pixels; 1: full resolution, older models), one
+    signal value per ``scale`` x ``scale`` frame pixels. ``chroma_tophat`` (older models):
     |box_blur(B - R, kernel) - (B - R)|, box-smoothed by ``smooth``. A tile whose largest
     signal reaches ``threshold`` goes to the second stage (:mod:`linevision.inference.film`).
     """
@@ -70,21 +72,25 @@ class ScreenSpec(_Model):
     threshold: float = Field(gt=0.0)
     column: int = Field(default=1, ge=1)
     spread: tuple[float, float, float] | None = None
+    scale: int = Field(default=1, ge=1, le=4)
 
     @model_validator(mode="after")
     def _method_fields(self) -> Self:
         if self.spread is not None and min(self.spread) <= 0.0:
             msg = f"spread must be > 0 in every channel, got {self.spread}"
             raise ValueError(msg)
-        if self.method == "chroma_tophat" and (self.column != 1 or self.spread is not None):
-            msg = "column and spread belong to the local_deviation screen"
+        if self.method == "chroma_tophat" and (
+            self.column != 1 or self.spread is not None or self.scale != 1
+        ):
+            msg = "column, spread and scale belong to the local_deviation screen"
             raise ValueError(msg)
         return self
 
     @property
     def halo(self) -> int:
-        """Lines above and below a row that its signal depends on (plus one)."""
-        return self.kernel // 2 + self.smooth // 2 + self.column // 2 + 1
+        """Frame lines above and below a row that its signal depends on (plus one), a
+        multiple of ``scale``."""
+        return self.scale * (self.kernel // 2 + self.smooth // 2 + self.column // 2 + 1)
 
 
 class TileAnomalySpec(_Model):
@@ -120,6 +126,9 @@ class TileAnomalySpec(_Model):
             raise ValueError(msg)
         if self.roi % (self.map_stride * self.downscale) or self.roi > self.tile:
             msg = f"roi {self.roi} must be a multiple of map_stride * downscale and <= tile"
+            raise ValueError(msg)
+        if self.map_stride % self.screen.scale:
+            msg = f"map_stride {self.map_stride} must be a multiple of screen.scale"
             raise ValueError(msg)
         if 2 * (self.roi_edge_cells + 1) * self.map_stride > self.roi:
             msg = f"roi {self.roi} keeps no cell after dropping {self.roi_edge_cells} per edge"

@@ -55,9 +55,10 @@ TILE: Final = synth.TILE
 DOWNSCALE: Final = 2
 EDGE_CELLS: Final = 1
 OVERLAP: Final = 2 * EDGE_CELLS * STRIDE * DOWNSCALE
-SCREEN_KERNEL: Final = 15
-SCREEN_SMOOTH: Final = 3
-SCREEN_COLUMN: Final = 255
+SCREEN_KERNEL: Final = 9
+SCREEN_SMOOTH: Final = 1
+SCREEN_COLUMN: Final = 127
+SCREEN_SCALE: Final = 2
 SCREEN_MARGIN: Final = 1.5
 SCORE_MARGIN: Final = 0.25
 MIN_SPREAD: Final = 0.1
@@ -170,6 +171,7 @@ def calibrate_screen(tiles: list[U8Images]) -> tuple[ScreenSpec, list[float]]:
         kernel=SCREEN_KERNEL,
         smooth=SCREEN_SMOOTH,
         column=SCREEN_COLUMN,
+        scale=SCREEN_SCALE,
         margin=SCREEN_MARGIN,
     )
 

@@ -24,10 +24,16 @@ FRESH = tuple(range(100, 112))
 HUE_KEPT = ("dark_spot", "light_spot", "bright_break", "dark_break", "crease", "bubble")
 
 
-@pytest.fixture(scope="module")
-def screen() -> ScreenSpec:
-    spec, scores = calibrate_local_deviation([film_tiles.good_tile(s) for s in TRAIN])
+FULL_RESOLUTION = {"kernel": 15, "smooth": 3, "column": 255, "scale": 1}
+"""The screen as models before the 2 x 2 area-averaged one ran it (they still load)."""
+
+
+@pytest.fixture(scope="module", params=["half", "full"])
+def screen(request: pytest.FixtureRequest) -> ScreenSpec:
+    sizes = FULL_RESOLUTION if request.param == "full" else {}
+    spec, scores = calibrate_local_deviation([film_tiles.good_tile(s) for s in TRAIN], **sizes)
     assert spec.method == "local_deviation"
+    assert spec.scale == (1 if request.param == "full" else 2)
     assert spec.threshold > max(scores)
     return spec
 
@@ -80,16 +86,19 @@ def test_the_colour_screen_still_loads_and_sees_grey_matter(tophat: ScreenSpec) 
 def test_bands_with_their_halo_match_the_whole_tile(screen: ScreenSpec) -> None:
     tile = film_tiles.defect_tile(203, "crease")
     whole = screen_signal(tile, screen)
+    s, halo, height = screen.scale, screen.halo, tile.shape[0]
+    assert whole.shape == (height // s, tile.shape[1] // s)
     scratch = ScreenScratch(tile.shape[1])
-    halo, height = screen.halo, tile.shape[0]
-    planes = {p.ctypes.data for p in scratch.planes(height)}
+    planes = {p.ctypes.data for p in scratch.planes(height // s, tile.shape[1] // s)}
     for y0 in range(0, height, 96):
         y1 = min(y0 + 96, height)
         top, bottom = max(y0 - halo, 0), min(y1 + halo, height)
         band = screen_signal_into(tile[top:bottom], screen, scratch)
-        np.testing.assert_array_equal(band[y0 - top : y1 - top], whole[y0:y1])
+        np.testing.assert_array_equal(
+            band[(y0 - top) // s : (y1 - top) // s], whole[y0 // s : y1 // s]
+        )
         # the signal is one of the preallocated planes, not a fresh array
-        assert scratch.rows == height
+        assert scratch.rows == height // s
         assert band.base is not None
         assert any(band.ctypes.data == p for p in planes)
 

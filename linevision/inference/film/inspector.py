@@ -285,15 +285,16 @@ class FilmInspector:
 
     def _screen_cells(self, y0: int, y1: int, scratch: ScreenScratch) -> None:
         """The largest screen signal of each map cell in rows [y0, y1), into the cell map."""
-        stride = self.spec.map_stride
+        s = self.spec.screen.scale
+        stride = self.spec.map_stride // s  # in the signal's pixels
         top = max(y0 - self._halo, 0)
         bottom = min(y1 + self._halo, self._lines)
         band = screen_signal_into(self.buffer[top:bottom], self.spec.screen, scratch)
-        signal = band[y0 - top : y1 - top]
+        signal = band[(y0 - top) // s : (y1 - top) // s]
         rows, width = signal.shape
         pooled = signal.reshape(rows // stride, stride, width).max(axis=1)
         cells = pooled.reshape(rows // stride, width // stride, stride).max(axis=2)
-        self._cells[y0 // stride : y1 // stride] = cells
+        self._cells[y0 // self.spec.map_stride : y1 // self.spec.map_stride] = cells
 
     def _score_window(self, w: Window) -> None:
         stride, side = self.spec.map_stride, self._roi_resized.shape[0]

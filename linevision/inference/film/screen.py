@@ -11,6 +11,11 @@ light spot of the film's own hue, a crease, a bubble's rim, a break or a grey pa
 raise it. A scratch along the lines longer than ``column`` looks like a column stripe
 except near its ends.
 
+With ``scale`` 2 (new models) the band is first area-averaged 2 x 2 and every size above is
+in those pixels: the averaging is the matched filter for a defect of a few frame pixels
+(``smooth`` 1), and the rest costs a quarter. The second stage looks at the film downscaled
+by two as well. ``scale`` 1 (older manifests) screens at full resolution.
+
 The background's size sets what counts as local. Light falloff and mottle are far broader
 and drop out; a soft wrinkle (a ridge some 10 px or more across) mostly follows the
 background too, while a defect's edge or a crease is sharper than the kernel and stands out
@@ -52,24 +57,45 @@ class ScreenScratch:
 
     Fresh multi-megabyte arrays per band cost page faults on every call in a busy process
     (3x the arithmetic here); these are allocated once and grow only for a taller band.
+    ``width`` and ``rows`` are the screened planes' (the band's over the screen's scale).
     """
 
     def __init__(self, width: int) -> None:
         self.width = width
         self.rows = 0
         self._planes: list[U8Image] = []
+        self._reduced = np.zeros((0, 0, CHANNELS), np.uint8)
 
-    def planes(self, rows: int) -> list[U8Image]:
+    def planes(self, rows: int, width: int | None = None) -> list[U8Image]:
         """Seven uint8 (rows, width) views: B, G, R and four work planes."""
+        if width is not None and width != self.width:
+            self.width, self.rows = width, 0
         if rows > self.rows:
             self.rows = rows
             self._planes = [np.zeros((rows, self.width), np.uint8) for _ in range(7)]
         return [p[:rows] for p in self._planes]
 
+    def reduced(self, band: U8Image, scale: int) -> U8Image:
+        """``band`` area-averaged ``scale`` x ``scale`` (its rows and columns cut to multiples
+        of ``scale``), in a preallocated buffer; ``band`` itself at scale 1."""
+        if scale == 1:
+            return band
+        rows, width = band.shape[0] // scale, band.shape[1] // scale
+        if rows > self._reduced.shape[0] or width != self._reduced.shape[1]:
+            self._reduced = np.zeros((max(rows, self._reduced.shape[0]), width, CHANNELS), np.uint8)
+        out = self._reduced[:rows]
+        cv2.resize(
+            band[: rows * scale, : width * scale],
+            (width, rows),
+            dst=out,
+            interpolation=cv2.INTER_AREA,
+        )
+        return out
+
 
 def _chroma_tophat_into(band: U8Image, spec: ScreenSpec, scratch: ScreenScratch) -> U8Image:
     rows = band.shape[0]
-    blue, green, red, chroma, background, signal, smooth = scratch.planes(rows)
+    blue, green, red, chroma, background, signal, smooth = scratch.planes(rows, band.shape[1])
     cv2.split(band, [blue, green, red])
     cv2.subtract(blue, red, dst=chroma)
     cv2.blur(chroma, (spec.kernel, spec.kernel), dst=background)
@@ -109,8 +135,9 @@ def _channel_into(  # noqa: PLR0913  (planes are the caller's scratch)
 
 
 def _local_deviation_into(band: U8Image, spec: ScreenSpec, scratch: ScreenScratch) -> U8Image:
+    band = scratch.reduced(band, spec.scale)
     rows = band.shape[0]
-    blue, green, red, smooth, background, deviation, out = scratch.planes(rows)
+    blue, green, red, smooth, background, deviation, out = scratch.planes(rows, band.shape[1])
     cv2.split(band, [blue, green, red])
     spread = spec.spread or (1.0, 1.0, 1.0)
     # the blue plane's work planes are free once its level is in ``out``; the next channels'
@@ -134,8 +161,10 @@ def _local_deviation_into(band: U8Image, spec: ScreenSpec, scratch: ScreenScratc
 def screen_signal_into(band: U8Image, spec: ScreenSpec, scratch: ScreenScratch) -> U8Image:
     """The screen signal of a BGR band, written into ``scratch`` (the result is a view of it).
 
-    Rows within ``spec.halo`` of the band's top and bottom see a cut neighbourhood; the
-    inspector passes bands with that many extra lines on each side inside the frame.
+    One value per ``spec.scale`` x ``spec.scale`` pixels of the band (band row ``y`` is
+    signal row ``y // spec.scale``). Rows within ``spec.halo`` of the band's top and bottom
+    see a cut neighbourhood; the inspector passes bands with that many extra lines on each
+    side inside the frame, starting on a multiple of the scale.
     """
     if spec.method == "chroma_tophat":
         return _chroma_tophat_into(band, spec, scratch)
@@ -143,7 +172,8 @@ def screen_signal_into(band: U8Image, spec: ScreenSpec, scratch: ScreenScratch) 
 
 
 def screen_signal(tile: U8Image, spec: ScreenSpec) -> U8Image:
-    """The screen signal of a whole BGR tile (a fresh array)."""
+    """The screen signal of a whole BGR tile (a fresh array, one value per ``spec.scale``
+    x ``spec.scale`` pixels)."""
     scratch = ScreenScratch(tile.shape[1])
     return np.array(screen_signal_into(tile, spec, scratch), dtype=np.uint8)
 
@@ -159,10 +189,12 @@ def screen_score(image: U8Image, spec: ScreenSpec) -> float:
     """The largest screen signal of a BGR tile or frame (screened in bands of ``BAND`` lines);
     it is flagged at ``spec.threshold``."""
     scratch = ScreenScratch(image.shape[1])
-    best = 0
+    best, s = 0, spec.scale
     for top, bottom, y0, y1 in _bands(image.shape[0], spec.halo):
         band = screen_signal_into(image[top:bottom], spec, scratch)
-        best = max(best, int(band[y0 - top : y1 - top].max()))
+        rows = band[(y0 - top) // s : (y1 - top) // s]
+        if rows.size:
+            best = max(best, int(rows.max()))
     return float(best)
 
 
@@ -175,9 +207,11 @@ def deviation_spread(images: Sequence[U8Image], spec: ScreenSpec) -> tuple[float
     counts = np.zeros((CHANNELS, 256), np.int64)
     for image in images:
         scratch = ScreenScratch(image.shape[1])
+        s = spec.scale
         for top, bottom, y0, y1 in _bands(image.shape[0], spec.halo):
-            planes = scratch.planes(bottom - top)
-            cv2.split(image[top:bottom], planes[:CHANNELS])
+            band = scratch.reduced(image[top:bottom], s)
+            planes = scratch.planes(band.shape[0], band.shape[1])
+            cv2.split(band, planes[:CHANNELS])
             smooth, background, deviation, out = planes[CHANNELS:]
             for c in range(CHANNELS):
                 _channel_into(
@@ -189,7 +223,9 @@ def deviation_spread(images: Sequence[U8Image], spec: ScreenSpec) -> tuple[float
                     background=background,
                     deviation=deviation,
                 )
-                counts[c] += np.bincount(out[y0 - top : y1 - top].ravel(), minlength=256)
+                counts[c] += np.bincount(
+                    out[(y0 - top) // s : (y1 - top) // s].ravel(), minlength=256
+                )
     spread = []
     for c in range(CHANNELS):
         cumulative = np.cumsum(counts[c])
@@ -204,13 +240,17 @@ def deviation_spread(images: Sequence[U8Image], spec: ScreenSpec) -> tuple[float
 def calibrate_local_deviation(  # noqa: PLR0913  (one argument per manifest field)
     images: Sequence[U8Image],
     *,
-    kernel: int = 15,
-    smooth: int = 3,
-    column: int = 255,
+    kernel: int = 9,
+    smooth: int = 1,
+    column: int = 127,
+    scale: int = 2,
     margin: float = 1.5,
     ceiling: float = 250.0,
 ) -> tuple[ScreenSpec, list[float]]:
     """A ``local_deviation`` screen set from good film only, and each image's largest signal.
+
+    The defaults screen the film area-averaged 2 x 2 with a 9 x 9 background and a 127-line
+    column offset (18 and 254 frame pixels).
 
     ``images`` are good frames or tiles (ten frames are plenty). The per-channel spread comes
     from :func:`deviation_spread`; the threshold is ``margin`` x the largest signal any good
@@ -220,7 +260,12 @@ def calibrate_local_deviation(  # noqa: PLR0913  (one argument per manifest fiel
         msg = "the screen needs at least one good image to calibrate on"
         raise ValueError(msg)
     probe = ScreenSpec(
-        method="local_deviation", kernel=kernel, smooth=smooth, column=column, threshold=1.0
+        method="local_deviation",
+        kernel=kernel,
+        smooth=smooth,
+        column=column,
+        scale=scale,
+        threshold=1.0,
     )
     spread = deviation_spread(images, probe)
     probe = probe.model_copy(update={"spread": spread})
