@@ -1,4 +1,5 @@
-"""The package's shape: which room may import which, module counts and sizes.
+"""The package's shape: which room may import which, module counts and sizes; the length
+of the models page.
 
 A frame walks cameras -> scheduler -> stations -> inference -> bus -> bridges once; the rules
 below are the one list of allowed arrows between the packages of ``linevision/``. A new
@@ -64,6 +65,10 @@ NO_TORCH = (
 
 MAX_TOP_LEVEL = 8
 MAX_LINES = 500
+MODELS_DOC = PACKAGE.parent / "docs" / "models.md"
+MAX_MODELS_DOC_LINES = 250
+"""docs/models.md is a reference: each shipped model, its inputs and outputs, the figures that
+hold now and how to re-train it."""
 
 
 def room_of(module: str) -> str:
@@ -170,3 +175,12 @@ def test_the_daemon_and_bridges_load_without_torch(module: str) -> None:
     code = f"import sys, {module}; sys.exit(1 if 'torch' in sys.modules else 0)"
     proc = subprocess.run([sys.executable, "-c", code], check=False, timeout=120)
     assert proc.returncode == 0, f"{module} imports torch"
+
+
+def test_the_models_page_stays_a_reference() -> None:
+    n = len(MODELS_DOC.read_text(encoding="utf-8").splitlines())
+    assert n <= MAX_MODELS_DOC_LINES, (
+        f"docs/models.md has {n} lines, at most {MAX_MODELS_DOC_LINES}: the history of runs and "
+        "measurement detail go to docs/lab/<station>.md, runtimes and precisions to "
+        "docs/runtimes.md, training on a plant's own folders to docs/training.md"
+    )

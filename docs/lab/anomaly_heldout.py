@@ -1,4 +1,4 @@
-"""Held-out figures of the comparison stations' anomaly mode (docs/models.md, "Anomaly mode").
+"""Held-out figures of the comparison stations' anomaly mode (docs/training.md, "Anomaly mode").
 
     python docs/lab/anomaly_heldout.py seal WORK SEED      # seal_edge: synth + foreign style
     python docs/lab/anomaly_heldout.py six WORK DESIGN     # six_view: one unseen design

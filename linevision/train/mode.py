@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 MODES: Final = ("auto", "anomaly", "supervised")
 MIN_SUPERVISED_NG: Final = 200
-"""NG cells from which ``auto`` trains the supervised network (docs/models.md, "Which mode
+"""NG cells from which ``auto`` trains the supervised network (docs/training.md, "Which mode
 needs what"). A judgement, not a measured crossover: the supervised models, trained on
 thousands of cells, beat the anomaly models on every held-out figure measured; the anomaly
 model is what a plant can have before it has collected NG cells."""

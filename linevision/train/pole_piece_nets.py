@@ -38,7 +38,7 @@ LITE0: Final = "efficientnet_lite0"
 DEFAULT_ARCH: Final = "resnet18_gsconv_mse"
 """The default stays the paper's network until a quiet 10-minute run shows the pretrained one
 holds up: under load Lite0 reached test macro F1 0.93-0.95 on 200 images per class
-(docs/models.md, pole_piece); ``--arch efficientnet_lite0`` selects it."""
+(docs/lab/pole_piece.md); ``--arch efficientnet_lite0`` selects it."""
 ARCHITECTURES: Final[tuple[str, ...]] = (LITE0, *gsnet.ARCHITECTURES)
 BACKBONE_LR_SCALE: Final = 0.25
 FROZEN_BLOCKS: Final = 3

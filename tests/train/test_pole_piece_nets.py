@@ -24,7 +24,7 @@ def images() -> np.ndarray:
 
 
 def test_both_the_paper_net_and_the_pretrained_lite0_can_be_chosen() -> None:
-    # the paper's network stays the default until Lite0 is shown to hold up (docs/models.md)
+    # the paper's network stays the default until Lite0 is shown to hold up (docs/lab/pole_piece.md)
     assert Config.arch == "resnet18_gsconv_mse"
     assert "efficientnet_lite0" in pole_piece_nets.ARCHITECTURES
 
