@@ -29,7 +29,7 @@ def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_bench_camera_reports_both_cameras_at_both_rates(tmp_path: Path) -> None:
     with address_lock("127.0.0.1"):
         res = _bench(
-            tmp_path, "--stations", "pole_piece", "--camera", "aravis", "--duration", "2", "--json"
+            tmp_path, "--stations", "pole_piece", "--camera", "aravis", "--duration", "1", "--json"
         )
         assert not answers(IPv4Address("127.0.0.1"))  # the bench stopped its camera
     assert res.returncode == 0, res.stderr
