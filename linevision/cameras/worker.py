@@ -111,6 +111,8 @@ class AcquisitionWorker:
         self._period = 1.0 / cfg.trigger.rate_hz
         self._parts = cfg.line_scan.strips_per_cell if cfg.line_scan is not None else 1
         self._strip_period = cfg.strip_period_s()
+        # a line-scan strip is taken over its lines: its last line when the scan ends
+        self._scan_ns = int(self._strip_period * 1e9) if cfg.line_scan is not None else 0
         self._slot_no = 0
         self._faulted_cell = 0
         self._grab_timeout = cfg.grab_timeout_ms / 1000.0
@@ -362,8 +364,11 @@ class AcquisitionWorker:
                 self._fault(pending.cell_id, "timeout", "frame arrived after grab_timeout_ms")
                 return
             cell = pending.cell_id
-            # the frame was taken when it was triggered, not when it reached us
+            # the frame was taken when it was triggered, not when it reached us; a strip when
+            # its scan ended, or when it reached us if that was sooner (an emulated strip)
+            taken = min(self._scan_ns, t_mono - pending.t_capture_mono_ns)
             t_mono, t_wall = pending.t_capture_mono_ns, pending.t_capture_wall_ns
+            t_mono, t_wall = t_mono + max(taken, 0), t_wall + max(taken, 0)
         else:
             last = self._last_counter
             skipped = raw.frame_counter - last - 1 if last is not None else 0

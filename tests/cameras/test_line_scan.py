@@ -135,3 +135,57 @@ def test_strip_pacing_does_not_drift(tmp_path: Path) -> None:
     span = (first[b] - first[a]) / 1e9
     assert span == pytest.approx(0.1 * (b - a), abs=0.08)
     assert elapsed < 5.0
+
+
+class _TimedLink:
+    """The emulated camera, recording each trigger and delivering each strip ``delay_s`` late."""
+
+    def __init__(self, inner: PylonDriver, delay_s: float) -> None:
+        self.inner = inner
+        self.delay_s = delay_s
+        self.triggered_ns: list[int] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def trigger(self) -> bool:
+        self.triggered_ns.append(time.monotonic_ns())
+        return self.inner.trigger()
+
+    def grab(self, timeout_s: float) -> object:
+        raw = self.inner.grab(timeout_s)
+        if raw is not None:
+            time.sleep(self.delay_s)
+        return raw
+
+
+@pytest.mark.parametrize(
+    ("rate_hz", "line_rate", "delay_s"),
+    [(8.0, 6400.0, 0.02), (1.0, 320.0, 0.0)],
+    ids=["scan ends first", "strip arrives first"],
+)
+def test_a_strip_is_taken_when_its_scan_ends(
+    tmp_path: Path, rate_hz: float, line_rate: float, delay_s: float
+) -> None:
+    """A strip's capture instant is its trigger plus its scan time (LINES / line rate), or
+    its arrival when that is sooner (an emulator renders a strip faster than it scans)."""
+    _strip_files(tmp_path / "strips", 2)
+    cfg = _cfg(tmp_path / "strips", rate_hz=rate_hz, line_rate=line_rate)
+    scan_ns = int(LINES / line_rate * 1e9)
+    links: list[_TimedLink] = []
+
+    def factory() -> _TimedLink:
+        links.append(_TimedLink(PylonDriver(cfg), delay_s))
+        return links[-1]
+
+    sink = Collector()
+    with AcquisitionWorker(cfg, factory, sink):  # type: ignore[arg-type]
+        assert sink.wait_for(lambda items: len(items) >= 2 * STRIPS, timeout=15.0)
+    assert sink.faults() == []
+    (link,) = links
+    for k, frame in enumerate(sink.frames()[: 2 * STRIPS]):
+        after_trigger = frame.t_mono_ns - link.triggered_ns[k]
+        if delay_s:  # arrived 20 ms after its trigger, its 10 ms scan long over
+            assert scan_ns - 5_000_000 < after_trigger <= scan_ns, (k, after_trigger)
+        else:  # arrived within milliseconds, long before its 200 ms scan could end
+            assert 0 < after_trigger < scan_ns // 2, (k, after_trigger)
