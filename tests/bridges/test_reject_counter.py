@@ -209,8 +209,10 @@ def test_counter_jump_with_ng_cells_in_flight(tmp_path, kind, start, jump_to):  
     (learned,) = [a for a in rig.alarms if a.alarm == "numbering_relearned"]
     assert learned.detail["shift"] == 0
     learning = {r.cell_id for _, r in decided if r.t_ns < learned.t_ns}
-    assert len(learning) <= reject_sync.LEARN, (
-        f"learning the numbering took more than {reject_sync.LEARN} cells"
+    # LEARN agreeing cells; a verdict that reaches the bridge after its cell's next counter
+    # step (one 15 ms pitch here, a busy machine) lets one more cell be decided meanwhile
+    assert len(learning) <= reject_sync.WINDOW, (
+        f"learning the numbering took more than {reject_sync.WINDOW} cells"
     )
     assert {r.reason for _, r in decided if r.cell_id in learning} <= {"counter_jump", "ng"}
     expected = {(start - DISTANCE) % m} | ng_among(arrived, m) | win | ng_among(after, m) | learning
