@@ -16,7 +16,7 @@ from linevision.inference.film.screen import (
     screen_signal,
     screen_signal_into,
 )
-from linevision.inference.manifest import ScreenSpec
+from linevision.inference.manifest import ScreenSpec, TileAnomalySpec
 from tests.inference import film_tiles
 
 TRAIN = tuple(range(8))
@@ -112,3 +112,13 @@ def test_calibration_needs_good_film_and_checks_its_fields() -> None:
         )
     with pytest.raises(ValueError, match="belong to the local_deviation screen"):
         ScreenSpec(kernel=31, smooth=3, threshold=9.0, column=255)
+    with pytest.raises(ValueError, match="belong to the local_deviation screen"):
+        ScreenSpec(kernel=31, smooth=3, threshold=9.0, scale=2)
+
+
+def test_a_screen_scale_that_splits_a_map_cell_is_refused() -> None:
+    screen = {"method": "local_deviation", "kernel": 9, "smooth": 1, "threshold": 40.0}
+    plan = {"tile": 1024, "overlap": 32, "downscale": 2, "score_threshold": 1.0, "roi": 256}
+    TileAnomalySpec.model_validate({**plan, "map_stride": 16, "screen": {**screen, "scale": 2}})
+    with pytest.raises(ValueError, match=r"map_stride 16 must be a multiple of screen\.scale"):
+        TileAnomalySpec.model_validate({**plan, "map_stride": 16, "screen": {**screen, "scale": 3}})
