@@ -3,6 +3,7 @@
     python docs/lab/anomaly_heldout.py seal WORK SEED      # seal_edge: synth + foreign style
     python docs/lab/anomaly_heldout.py six WORK DESIGN     # six_view: one unseen design
     python docs/lab/anomaly_heldout.py foreign6 WORK SEED  # six_view: the foreign folder style
+    python docs/lab/anomaly_heldout.py seal_sup WORK SEED  # seal_edge supervised, foreign style
 
 Every model is trained with ``linevision train`` and its default options on good cells only;
 the "+NG" rows train again with some NG cells of two kinds added and test every kind. Each
@@ -280,6 +281,27 @@ def seal(work: Path, seed: int) -> None:
     )
 
 
+def seal_sup(work: Path, seed: int) -> None:
+    """The foreign seal style with 300 good and 300 NG strips: ``auto`` trains supervised."""
+    st = "seal_edge"
+    train, test, out = work / f"sup_train{seed}", work / f"sup_test{seed}", work / f"sup_m{seed}"
+    for f in (train, test):
+        shutil.rmtree(f, ignore_errors=True)
+    write_seal(train, 300, 300, seed)
+    write_seal(test, 200, 200, seed + 1)
+    minutes = _train(train, out, st)
+    manifest = json.loads((out / "manifest.json").read_text())
+    _row(
+        station=st,
+        style="foreign",
+        seed=seed,
+        train="300 OK + 300 NG",
+        minutes=minutes,
+        training=manifest.get("training"),
+    )
+    assert main(["eval", "--station", st, "--data", str(test), "--model", str(out), "--json"]) == 0
+
+
 # --- six_view ------------------------------------------------------------------------------
 
 
@@ -384,4 +406,6 @@ def foreign6(work: Path, seed: int) -> None:
 if __name__ == "__main__":
     what, where, number = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     where.mkdir(parents=True, exist_ok=True)
-    {"seal": seal, "six": six, "six_ng": six_ng, "foreign6": foreign6}[what](where, number)
+    {"seal": seal, "six": six, "six_ng": six_ng, "foreign6": foreign6, "seal_sup": seal_sup}[what](
+        where, number
+    )

@@ -301,7 +301,9 @@ def evaluate_film(
     (the station's camera delivers one fixed size). Gray frames are put on three channels.
     ``pixel_iou``: the segmentation network's masks (crops around the decision's defect
     boxes, pasted into a frame-size mask) against the true masks, over every frame with a
-    mask; ``pixel_iou_map``: the same for the anomaly map's cells above the threshold.
+    mask; without the network (a model trained on good frames only) the inspector's own
+    masks, the map's regions outlined by their pixels' deviation (``masks_from`` says
+    which); ``pixel_iou_map``: the same for the anomaly map's cells above the threshold.
     Latency per frame covers the inspection and, when present, the segmentation.
     """
     from linevision.inference.film.segment import (  # noqa: PLC0415
@@ -338,9 +340,13 @@ def evaluate_film(
         )
         t0 = time.perf_counter()
         result = inspector.inspect_frame(frame)
-        predicted = None
         if segmenter is not None:
             predicted = frame_mask(segmenter, frame, result.decision.defects)
+        else:
+            predicted = np.zeros(frame.shape[:2], np.uint8)
+            for y0, x0, m in result.segments:
+                region = predicted[y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]]
+                np.maximum(region, m[: region.shape[0], : region.shape[1]], out=region)
         tally.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
         decision = result.decision
         truth_index = OK_NG.index(sample.label)
@@ -355,11 +361,13 @@ def evaluate_film(
         mask_frames += 1
         true_pixels = truth > 0
         coarse.add(_map_mask(result.mask, stride, (height, width)), true_pixels)
-        if predicted is not None:
-            seg.add(predicted[:height, :width] > 0, true_pixels)
+        seg.add(predicted[:height, :width] > 0, true_pixels)
     extra: dict[str, object] = {
         "mask_frames": mask_frames,
-        "pixel_iou": seg.iou if segmenter is not None else None,
+        "pixel_iou": seg.iou,
+        "masks_from": "segmentation network"
+        if segmenter is not None
+        else "anomaly map outlined by the pixels' deviation",
         "pixel_iou_map": coarse.iou,
         "segmentation": segmenter is not None,
     }
@@ -432,7 +440,9 @@ def format_text(evaluation: Evaluation) -> str:
     if "mask_frames" in extra:
         lines.append("")
         lines.append(f"frames with masks {extra['mask_frames']}")
-        for key, name in (("pixel_iou", "segmentation"), ("pixel_iou_map", "anomaly map")):
+        outlined = extra.get("masks_from") != "segmentation network"
+        pixel_name = "outlined map" if outlined else "segmentation"
+        for key, name in (("pixel_iou", pixel_name), ("pixel_iou_map", "anomaly map")):
             value = extra.get(key)
             shown = _pct(value) if isinstance(value, float) else "     -  "
             lines.append(f"pixel IoU, {name:<13}{shown}")

@@ -228,7 +228,8 @@ def add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "--patience",
         type=int,
         default=None,
-        help="stop after this many epochs without a better validation score (default 8; "
+        help="stop after this many epochs without a better validation score (default "
+        "pole_piece 20, seal_edge and six_view 8; "
         "0: never; not for blue_film)",
     )
     train.add_argument(

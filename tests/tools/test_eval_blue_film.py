@@ -134,3 +134,23 @@ def test_a_classifier_folder_is_refused(folder, capsys) -> None:
     args = ["eval", "--station", "blue_film", "--data", str(folder), "--model", str(model)]
     assert main(args) == 2
     assert "tile_anomaly" in capsys.readouterr().err
+
+
+def test_a_model_of_good_frames_only_outlines_its_defects(folder, tmp_path, capsys) -> None:
+    """No segmentation network (``linevision train`` on OK frames alone): the anomaly map's
+    regions are outlined by their pixels' deviation, far closer to the truth than the map's
+    16-pixel cells."""
+    pytest.importorskip("torch")
+    from linevision.train import film_segment  # noqa: PLC0415
+
+    model = tmp_path / "anomaly_only"
+    film_segment.copy_base(BASE, model)
+    assert not (model / SEGMENT_FILE).exists()
+    report = _eval(folder, model, capsys)
+    assert report["segmentation"] is False
+    assert report["masks_from"] == "anomaly map outlined by the pixels' deviation"
+    assert report["pixel_iou"] > 0.5
+    assert report["pixel_iou"] > 2 * report["pixel_iou_map"]
+    args = ["eval", "--station", "blue_film", "--data", str(folder), "--model", str(model)]
+    assert main(args) == 0
+    assert "pixel IoU, outlined map" in capsys.readouterr().out

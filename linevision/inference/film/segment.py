@@ -60,6 +60,13 @@ tile the anomaly model takes; a blue-film dataset's frames are at least this on 
 TILES_KEPT: Final = 2
 """Tiles kept per NG frame: a 1024 x 1024 BGR tile is 3 MB to copy (about 2 ms) on the
 frame's path, 1.9 MB as PNG in the archive."""
+REFINE_MEDIAN: Final = 41
+"""Side of the median that stands for good film around a hot region when no network masks it
+(a defect up to about 20 px across leaves the median as it was)."""
+REFINE_HALF: Final = 0.5
+"""A pixel is defect where its deviation reaches this share of the region's peak..."""
+REFINE_FLOOR: Final = 4.0
+"""...and this many noise sigmas (the crop's own, 1.4826 x its median absolute deviation)."""
 SEGMENT_CROP: Final = 64
 """Smallest side of the full-resolution crop the network sees around a defect the inspector
 found (the defect's box with 32 px each side when that is larger). 1.1 ms a crop, where 128 px
@@ -238,6 +245,34 @@ def crop_masks(
     return [masks[n] for n in range(len(windows))]
 
 
+def deviation_mask(crop: U8Image, hot: npt.NDArray[np.bool_]) -> U8Image:
+    """Pixel mask (0/255) of a hot region without a network: the pixels of ``hot`` whose
+    largest deviation over the channels from a ``REFINE_MEDIAN`` median of the crop reaches
+    half of the region's peak and ``REFINE_FLOOR`` sigmas of the crop's noise.
+
+    Any change of appearance counts (darker, lighter, another hue), and the half-peak rule
+    follows the defect's own outline whatever its contrast.
+
+    >>> film = np.full((96, 96, 3), 120, np.uint8)
+    >>> film[40:46, 50:58] = 70  # a dark spot of the film's own hue
+    >>> hot = np.zeros((96, 96), bool); hot[32:64, 32:80] = True
+    >>> m = deviation_mask(film, hot)
+    >>> int(m.sum() // 255), bool(m[41:45, 51:57].all()), int(m[:, :48].sum())  # 48 px spot
+    (44, True, 0)
+    """
+    side = min(REFINE_MEDIAN, (min(crop.shape[:2]) - 1) | 1)
+    three = as_bgr(crop)
+    background = cv2.medianBlur(three, side) if side >= 3 else three
+    diff = np.abs(three.astype(np.float32) - background.astype(np.float32))
+    sigma = 1.4826 * np.median(diff.reshape(-1, 3), axis=0) + 0.5
+    deviation = cv2.blur((diff / sigma).max(axis=2), (3, 3))
+    inside = deviation[hot]
+    if inside.size == 0:
+        return np.zeros(crop.shape[:2], np.uint8)
+    level = max(REFINE_HALF * float(inside.max()), REFINE_FLOOR)
+    return np.asarray((deviation >= level) & hot, np.uint8) * 255
+
+
 class FrameMasks:
     """The inspector's third stage over one frame: full-resolution masks (seed 003's network)
     around each scored window's hot regions, and the screen-only defects they confirm.
@@ -247,7 +282,9 @@ class FrameMasks:
     their mask. A screen-only region (too small for the downscaled anomaly graph to
     lift above the threshold) is a defect when the network marks ``SEGMENT_MIN_PX``
     pixels in it: seed 003's two stages, screen then segmentation. Without a segmenter
-    (a model folder with no ``segment.onnx``) it finds nothing.
+    (a model folder with no ``segment.onnx``, as ``linevision train`` writes from good frames
+    alone) the regions above the threshold are outlined by ``deviation_mask`` and
+    screen-only regions stay unconfirmed.
     """
 
     def __init__(self, segmenter: FilmSegmenter | None, spec: TileAnomalySpec) -> None:
@@ -295,10 +332,11 @@ class FrameMasks:
         ``kept`` is the window's anomaly map over its kept cells, ``cells`` the frame's
         screen signal per map cell.
         """
-        if self.segmenter is None:
-            return
         ky, kx = slice(w.keep_y0, w.keep_y1), slice(w.keep_x0, w.keep_x1)
         above = kept > self.spec.score_threshold
+        if self.segmenter is None:
+            self._outline(frame, lines, w, above)
+            return
         hot = np.asarray(above | (cells[ky, kx] >= self.spec.screen.threshold), np.uint8)
         if not hot.any():
             return
@@ -331,6 +369,33 @@ class FrameMasks:
                 self.defects.append(segment_box(score, x0 + xs, y0 + ys, stride, shape))
             self.masks.append((y0, x0, mask))
             self._keep(frame, lines, window, mask)
+        self.seconds += time.perf_counter() - t0
+
+    def _outline(
+        self, frame: U8Image, lines: int, w: MapWindow, above: npt.NDArray[np.bool_]
+    ) -> None:
+        """Masks of the regions above the threshold from the pixels' own deviation."""
+        if not above.any():
+            return
+        t0 = time.perf_counter()
+        stride = self.spec.map_stride
+        grown = cv2.dilate(np.asarray(above, np.uint8), np.ones((3, 3), np.uint8))
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(grown, connectivity=8)
+        pad = REFINE_MEDIAN // 2 + 1
+        for i in range(1, count):
+            cx, cy, cw, ch = (int(v) for v in stats[i, :4])
+            y0, x0 = (w.keep_y0 + cy) * stride, (w.keep_x0 + cx) * stride
+            y1, x1 = min(y0 + ch * stride, lines), min(x0 + cw * stride, frame.shape[1])
+            py0, px0 = max(y0 - pad, 0), max(x0 - pad, 0)
+            py1, px1 = min(y1 + pad, lines), min(x1 + pad, frame.shape[1])
+            cells = np.asarray(labels[cy : cy + ch, cx : cx + cw] == i, np.uint8)
+            hot = np.zeros((py1 - py0, px1 - px0), bool)
+            region = np.kron(cells, np.ones((stride, stride), np.uint8))
+            hot[y0 - py0 : y1 - py0, x0 - px0 : x1 - px0] = region[: y1 - y0, : x1 - x0] > 0
+            full = deviation_mask(frame[py0:py1, px0:px1], hot)
+            mask = np.ascontiguousarray(full[y0 - py0 : y1 - py0, x0 - px0 : x1 - px0])
+            self.masks.append((y0, x0, mask))
+            self._keep(frame, lines, (y0, y1, x0, x1), mask)
         self.seconds += time.perf_counter() - t0
 
     def warm_up(self, frame: U8Image) -> None:
